@@ -1,0 +1,104 @@
+import type { ViolationSink } from '../errors.js';
+import type { GuestMemory } from '../memory.js';
+import type { DescriptorChain } from './chain.js';
+
+/** Ring layout of a virtqueue: split (§2.7) or packed (§2.8). */
+export type RingLayout = 'split' | 'packed';
+
+/**
+ * Where a queue lives in guest memory and what was negotiated for it. The three addresses are
+ * the transport's "descriptor area", "driver area" and "device area" (§2.6): for a split ring the
+ * descriptor table, available ring and used ring; for a packed ring the descriptor ring, driver
+ * event suppression and device event suppression structures.
+ */
+export interface QueueSetup {
+  /** Queue index on its device (for messages and interrupts). */
+  readonly index: number;
+  /** Queue size chosen by the driver. */
+  readonly size: number;
+  readonly descAddr: number;
+  readonly driverAddr: number;
+  readonly deviceAddr: number;
+  /** VIRTIO_F_RING_EVENT_IDX was negotiated. */
+  readonly eventIdx: boolean;
+  /** VIRTIO_F_RING_INDIRECT_DESC was negotiated. */
+  readonly indirect: boolean;
+}
+
+/**
+ * Position of the device in a ring, for handing a ring from one process to another
+ * (vhost-user GET/SET_VRING_BASE) and for snapshots. Plain JSON-serialisable data.
+ */
+export interface QueuePosition {
+  /** Split: next available-ring index to read (free-running u16). Packed: next descriptor slot. */
+  readonly nextAvail: number;
+  /** Split: next used-ring index to write (free-running u16). Packed: next used slot. */
+  readonly nextUsed: number;
+  /** Packed only: wrap counter expected on the next available descriptor. */
+  readonly availWrap?: boolean;
+  /** Packed only: wrap counter for the next used descriptor. */
+  readonly usedWrap?: boolean;
+}
+
+/**
+ * The device side of one virtqueue, the same for both layouts.
+ *
+ * The processing loop that never loses a wake-up:
+ * ```ts
+ * do {
+ *   queue.disableNotifications();
+ *   for (let chain; (chain = queue.pop()); ) {
+ *     queue.addUsed(chain, handle(chain));
+ *   }
+ *   if (queue.publishUsed()) signalUsed();
+ * } while (queue.enableNotifications());
+ * ```
+ * A guest's protocol violation is reported to the queue's {@link ViolationSink}; the queue then
+ * stops returning chains ({@link broken}) until the device is reset.
+ */
+export interface DeviceQueue {
+  readonly index: number;
+  readonly size: number;
+  readonly layout: RingLayout;
+  /** True after a protocol violation: the queue returns no more chains. */
+  readonly broken: boolean;
+  /** Chains popped and not yet returned with {@link addUsed}. */
+  readonly inFlight: number;
+
+  /** The next available chain, or `null` if there is none (or the queue is broken). */
+  pop(): DescriptorChain | null;
+  /** True if a chain is available (without consuming it). */
+  hasAvailable(): boolean;
+  /**
+   * Returns a chain to the driver, stating how many bytes the device wrote into it. The element
+   * becomes visible to the driver at the next {@link publishUsed}.
+   */
+  addUsed(chain: DescriptorChain, writtenLength: number): void;
+  /**
+   * Makes every element added since the last call visible to the driver; returns true if the
+   * driver asked to be interrupted for them (notification suppression, §2.7.7 / §2.8.10).
+   */
+  publishUsed(): boolean;
+  /** Asks the driver not to notify (kick) the device; a hint the driver may ignore. */
+  disableNotifications(): void;
+  /**
+   * Asks the driver to notify the device on new buffers, then re-checks the ring: returns true if
+   * buffers arrived in between, in which case the caller must process again.
+   */
+  enableNotifications(): boolean;
+  /** The device's position in the ring (see {@link QueuePosition}). */
+  position(): QueuePosition;
+  /**
+   * Stops the queue: later calls to {@link addUsed} and {@link publishUsed} do nothing. Core
+   * calls this on reset so completions of requests still in flight never reach a reset ring.
+   */
+  detach(): void;
+}
+
+/** What creating a device queue needs besides its {@link QueueSetup}. */
+export interface DeviceQueueOptions {
+  readonly memory: GuestMemory;
+  readonly onViolation: ViolationSink;
+  /** Start at this position instead of the beginning (vhost-user SET_VRING_BASE). */
+  readonly position?: QueuePosition;
+}
