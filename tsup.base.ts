@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { defineConfig, type Options } from 'tsup';
 
 /**
@@ -8,9 +8,9 @@ import { defineConfig, type Options } from 'tsup';
  * built-ins; Node-only packages pass `platform: 'node'`.
  */
 export function packageConfig(options: Options = {}) {
-  const pkg = JSON.parse(readFileSync(join(process.cwd(), 'package.json'), 'utf8')) as {
-    version: string;
-  };
+  const core = JSON.parse(
+    readFileSync(fileURLToPath(new URL('./packages/core/package.json', import.meta.url)), 'utf8'),
+  ) as { version: string };
   return defineConfig({
     entry: ['src/index.ts'],
     format: ['esm'],
@@ -20,7 +20,7 @@ export function packageConfig(options: Options = {}) {
     sourcemap: true,
     clean: true,
     treeshake: true,
-    define: { __PACKAGE_VERSION__: JSON.stringify(pkg.version) },
+    define: { __VIRTKIT_CORE_VERSION__: JSON.stringify(core.version) },
     ...options,
   });
 }

@@ -5,22 +5,24 @@ import { defineConfig } from 'vitest/config';
 /** Resolve workspace packages to their TypeScript sources (the `@virtkit/source` export condition). */
 const conditions = ['@virtkit/source', 'module', 'node', 'development|production'];
 
-function packageVersion(dir: string): string {
-  return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string })
-    .version;
-}
+/** Core states its own version to plugins it checks; tests see the same value a build bakes in. */
+const coreVersion = (
+  JSON.parse(readFileSync('packages/core/package.json', 'utf8')) as { version: string }
+).version;
 
 /** One vitest project per workspace package that has tests beside its code. */
 const projects = ['packages', 'examples'].flatMap((group) =>
   existsSync(group)
     ? readdirSync(group, { withFileTypes: true })
-        .filter((entry) => entry.isDirectory() && existsSync(join(group, entry.name, 'package.json')))
+        .filter(
+          (entry) => entry.isDirectory() && existsSync(join(group, entry.name, 'package.json')),
+        )
         .map((entry) => {
           const root = join(group, entry.name);
           return {
             resolve: { conditions },
             ssr: { resolve: { conditions, externalConditions: conditions } },
-            define: { __PACKAGE_VERSION__: JSON.stringify(packageVersion(root)) },
+            define: { __VIRTKIT_CORE_VERSION__: JSON.stringify(coreVersion) },
             test: {
               name: entry.name,
               root,

@@ -17,9 +17,13 @@ if (!existsSync(node)) {
 }
 const version = spawnSync(node, ['--version'], { encoding: 'utf8' });
 console.log(`running the fast tests on Node ${version.stdout.trim()}`);
-const run = spawnSync(node, [`${root}node_modules/vitest/vitest.mjs`, 'run', ...process.argv.slice(2)], {
-  stdio: 'inherit',
-  cwd: root,
-  env: { ...process.env, VIRTKIT_SKIP_SLOW: '1' },
-});
+const run = spawnSync(
+  node,
+  [`${root}node_modules/vitest/vitest.mjs`, 'run', ...process.argv.slice(2)],
+  {
+    stdio: 'inherit',
+    cwd: root,
+    env: { ...process.env, VIRTKIT_SKIP_SLOW: '1' },
+  },
+);
 process.exit(run.status ?? 1);

@@ -22,7 +22,11 @@ export class VirtkitError extends Error {
   override readonly name: string = 'VirtkitError';
   readonly code: VirtkitErrorCode | (string & {});
 
-  constructor(code: VirtkitErrorCode | (string & {}), message: string, options?: { cause?: unknown }) {
+  constructor(
+    code: VirtkitErrorCode | (string & {}),
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.code = code;
   }
@@ -37,7 +41,8 @@ export class GuestMemoryError extends VirtkitError {
   constructor(address: number | bigint, length: number, message?: string) {
     super(
       'GUEST_MEMORY_OUT_OF_RANGE',
-      message ?? `guest memory access of ${length} bytes at ${formatAddress(address)} is outside guest RAM`,
+      message ??
+        `guest memory access of ${length} bytes at ${formatAddress(address)} is outside guest RAM`,
     );
     this.address = address;
     this.length = length;

@@ -5,7 +5,7 @@
  * guest that do not fit are rejected by {@link guestAddressFromParts}, never rounded.
  */
 
-import { GuestMemoryError, VirtkitError, formatAddress } from './errors.js';
+import { formatAddress, GuestMemoryError, VirtkitError } from './errors.js';
 
 // Rings and headers are little-endian (virtio 1.x §2.4 "le" types). Typed arrays use host order,
 // and the ring code uses Uint16Array/Uint32Array for its atomic index accesses, so refuse to run
@@ -82,7 +82,10 @@ export class GuestRegion {
       );
     }
     if (!Number.isSafeInteger(byteOffset) || byteOffset < 0 || byteOffset % 8 !== 0) {
-      throw new VirtkitError('GUEST_MEMORY_LAYOUT', `region byteOffset ${byteOffset} must be a multiple of 8`);
+      throw new VirtkitError(
+        'GUEST_MEMORY_LAYOUT',
+        `region byteOffset ${byteOffset} must be a multiple of 8`,
+      );
     }
     if (byteOffset + size > init.buffer.byteLength) {
       throw new VirtkitError(
@@ -125,7 +128,9 @@ export class GuestMemory {
     if (regions.length === 0) {
       throw new VirtkitError('GUEST_MEMORY_LAYOUT', 'guest memory needs at least one region');
     }
-    const sorted = regions.map((r) => new GuestRegion(r)).sort((a, b) => a.guestAddress - b.guestAddress);
+    const sorted = regions
+      .map((r) => new GuestRegion(r))
+      .sort((a, b) => a.guestAddress - b.guestAddress);
     for (let i = 1; i < sorted.length; i++) {
       const previous = sorted[i - 1]!;
       const current = sorted[i]!;
@@ -152,7 +157,12 @@ export class GuestMemory {
    */
   findRegion(address: number, length: number): GuestRegion | undefined {
     const last = this.#last;
-    if (address >= last.guestAddress && address <= last.end && length >= 0 && length <= last.end - address) {
+    if (
+      address >= last.guestAddress &&
+      address <= last.end &&
+      length >= 0 &&
+      length <= last.end - address
+    ) {
       // The comparisons above fail for NaN and for non-integers only by accident; check here.
       return Number.isInteger(address) && Number.isInteger(length) ? last : undefined;
     }
@@ -243,7 +253,9 @@ export class GuestMemory {
       r.bytes.set(source, address - r.guestAddress);
       return;
     }
-    this.#spanning(address, length, (view, done) => view.set(source.subarray(done, done + view.length)));
+    this.#spanning(address, length, (view, done) =>
+      view.set(source.subarray(done, done + view.length)),
+    );
   }
 
   /** Fills `[address, address + length)` with `value`. */

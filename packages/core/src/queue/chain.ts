@@ -122,9 +122,16 @@ abstract class SegmentCursor {
     return out;
   }
 
-  protected forEachChunk(count: number, each: (address: number, length: number, done: number) => void): void {
+  protected forEachChunk(
+    count: number,
+    each: (address: number, length: number, done: number) => void,
+  ): void {
     if (count > this.remaining) {
-      throw new GuestMemoryError(0, count, `descriptor chain has ${this.remaining} bytes left, ${count} needed`);
+      throw new GuestMemoryError(
+        0,
+        count,
+        `descriptor chain has ${this.remaining} bytes left, ${count} needed`,
+      );
     }
     let done = 0;
     while (done < count) {

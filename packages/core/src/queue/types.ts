@@ -1,6 +1,6 @@
 import type { ViolationSink } from '../errors.js';
 import type { GuestMemory } from '../memory.js';
-import type { DescriptorChain } from './chain.js';
+import type { DescriptorChain, Segment } from './chain.js';
 
 /** Ring layout of a virtqueue: split (§2.7) or packed (§2.8). */
 export type RingLayout = 'split' | 'packed';
@@ -101,4 +101,50 @@ export interface DeviceQueueOptions {
   readonly onViolation: ViolationSink;
   /** Start at this position instead of the beginning (vhost-user SET_VRING_BASE). */
   readonly position?: QueuePosition;
+}
+
+/** A used element as the driver collects it. */
+export interface UsedBuffer<T> {
+  /** The token given to {@link DriverQueue.add}. */
+  readonly token: T;
+  /** Bytes the device wrote. */
+  readonly len: number;
+}
+
+/** Options of a driver-side queue. */
+export interface DriverQueueOptions {
+  readonly index: number;
+  readonly size: number;
+  /** VIRTIO_F_RING_EVENT_IDX was negotiated. */
+  readonly eventIdx: boolean;
+  /** VIRTIO_F_RING_INDIRECT_DESC was negotiated: chains of several segments use indirect tables. */
+  readonly indirect: boolean;
+  /** Allocates `size` bytes of guest memory aligned to `align`; returns the guest address. */
+  readonly allocate: (size: number, align: number) => number;
+}
+
+/**
+ * The driver side of one virtqueue, the same for both layouts: what the test harness and
+ * userspace drivers use to hand buffers to a device.
+ */
+export interface DriverQueue<T = unknown> {
+  readonly index: number;
+  readonly size: number;
+  readonly layout: RingLayout;
+  /** Ring area addresses to program into the transport. */
+  readonly descAddr: number;
+  readonly driverAddr: number;
+  readonly deviceAddr: number;
+  /** Descriptors (ring slots) free for new buffers. */
+  readonly freeDescriptors: number;
+  /** Adds a buffer: device-readable segments, then device-writable ones. False if it does not fit. */
+  add(readable: readonly Segment[], writable: readonly Segment[], token: T): boolean;
+  /** Makes added buffers visible to the device; returns true if the device wants a notification. */
+  publish(): boolean;
+  /** The next used buffer, or `null`. */
+  takeUsed(): UsedBuffer<T> | null;
+  /** Asks the device not to interrupt. */
+  disableInterrupts(): void;
+  /** Asks the device to interrupt again; returns true if used buffers are already pending. */
+  enableInterrupts(): boolean;
 }
