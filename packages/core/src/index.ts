@@ -8,6 +8,8 @@
  */
 
 export type { ConfigSpaceOptions, ConfigWriteHandler, WritableRange } from './config-space.js';
+export { accessValue, setAccessValue } from './bus.js';
+export type { BusDevice } from './bus.js';
 export { ConfigSpace } from './config-space.js';
 export {
   DESCRIPTOR_SIZE,
