@@ -31,9 +31,10 @@ export function accessValue(data: Uint8Array): number {
 
 /** Stores `value` little-endian into an access's bytes (as many as `data` holds). */
 export function setAccessValue(data: Uint8Array, value: number): void {
-  let rest = value;
+  // Widths up to 4 take the value modulo 2^32 (so -1 stores all ones); wider ones need it unsigned.
+  let rest = data.length <= 4 ? value >>> 0 : value;
   for (let i = 0; i < data.length; i++) {
-    data[i] = rest & 0xff;
-    rest = i < 3 ? rest >>> 8 : Math.floor(rest / 256);
+    data[i] = rest % 256;
+    rest = Math.floor(rest / 256);
   }
 }
