@@ -1,0 +1,1 @@
+export { RngDevice, rngPlugin } from './device.js';
