@@ -332,7 +332,9 @@ describe('reset', () => {
     const device = new EchoDevice();
     const driver = await TestDriver.create(device);
     const c = driver.controller;
-    const queue = (c.activation as { queues: DeviceQueue[] }).queues[0]!;
+    const activation = c.activation;
+    if (activation.state !== 'active') throw new Error('device not active');
+    const queue = activation.queues[0]!;
     await driver.reset();
     expect(c.status).toBe(0);
     expect(c.negotiatedFeatures).toBe(0n);
