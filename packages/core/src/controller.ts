@@ -482,7 +482,7 @@ export class DeviceController {
       this.#setStatus(0);
       this.events.emit('reset');
     };
-    let result: void | Promise<void>;
+    let result: void | Promise<void> | null = null;
     try {
       result = previous.state === 'inactive' ? undefined : this.device.reset();
     } catch (error) {
@@ -575,7 +575,7 @@ export class DeviceController {
       this.#pendingNotify.clear();
       for (const index of pending) this.notify(index);
     };
-    let result: void | Promise<void>;
+    let result: void | Promise<void> | null = null;
     try {
       result = this.device.activate(context);
     } catch (error) {
