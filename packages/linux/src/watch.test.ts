@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import { drainEventfd, eventfd, signalEventfd } from './eventfd.js';
+import { close } from './files.js';
+import { FdWatcher, waitReadable } from './watch.js';
+
+describe('FdWatcher', () => {
+  it('calls back on each readiness until stopped, and again after start', async () => {
+    const fd = eventfd();
+    const seen: number[] = [];
+    let wake: () => void = () => {};
+    const next = () => new Promise<void>((resolve) => (wake = resolve));
+    const watcher = new FdWatcher(fd, (events) => {
+      expect(events.readable).toBe(true);
+      seen.push(drainEventfd(fd));
+      wake();
+    });
+    try {
+      let woken = next();
+      signalEventfd(fd, 3);
+      await woken;
+      watcher.stop();
+      expect(watcher.started).toBe(false);
+      signalEventfd(fd, 4);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(seen).toEqual([3]);
+      woken = next();
+      watcher.start();
+      await woken;
+      expect(seen).toEqual([3, 4]);
+    } finally {
+      watcher.close();
+      expect(watcher.open).toBe(false);
+      close(fd);
+    }
+  });
+
+  it('reports writability when asked', async () => {
+    const fd = eventfd();
+    try {
+      const events = await waitReadable(fd, { readable: false, writable: true });
+      expect(events).toMatchObject({ readable: false, writable: true });
+    } finally {
+      close(fd);
+    }
+  });
+});
+
+describe('waitReadable', () => {
+  it('resolves once the descriptor is readable', async () => {
+    const fd = eventfd();
+    try {
+      setTimeout(() => signalEventfd(fd), 5);
+      const events = await waitReadable(fd);
+      expect(events.readable).toBe(true);
+      expect(drainEventfd(fd)).toBe(1);
+    } finally {
+      close(fd);
+    }
+  });
+
+  it('rejects with the abort reason when cancelled', async () => {
+    const fd = eventfd();
+    try {
+      const controller = new AbortController();
+      const pending = waitReadable(fd, { signal: controller.signal });
+      controller.abort(new Error('shutting down'));
+      await expect(pending).rejects.toThrow('shutting down');
+      // The handle is gone: a later signal must not resolve anything or keep the loop alive.
+      signalEventfd(fd);
+    } finally {
+      close(fd);
+    }
+  });
+});

@@ -1,0 +1,201 @@
+/**
+ * Readiness of any descriptor on Node's own event loop, without threads: a libuv poll handle
+ * (`uv_poll_t`, through koffi's `koffi.node.poll`) adds the descriptor to the epoll set libuv
+ * already waits on, and the callback runs on the loop when it is ready. Measured at ~4 µs from
+ * an eventfd signal to the callback (see the README), against ~40 µs for a thread-pool wait.
+ *
+ * koffi documents this API as subject to change; it is used in this file only.
+ */
+
+import koffi, { type node } from 'koffi';
+import { LinuxError } from './errors.js';
+import { libc } from './libc.js';
+
+/** What a watched descriptor is ready for. */
+export interface FdEvents {
+  /** Data (or a connection, or a hang-up) can be read. */
+  readonly readable: boolean;
+  /** Data can be written. */
+  readonly writable: boolean;
+  /** The peer hung up (`EPOLLRDHUP`), when `disconnect` was asked for. */
+  readonly disconnect: boolean;
+  /** Set when libuv reports an error polling the descriptor (e.g. it was closed). */
+  readonly error?: LinuxError;
+}
+
+/** What to watch for. */
+export interface WatchOptions {
+  /** Report readability (default true). */
+  readonly readable?: boolean;
+  /** Report writability (default false). */
+  readonly writable?: boolean;
+  /** Report peer hang-up (default false). */
+  readonly disconnect?: boolean;
+  /** Keep the process alive while watching, like an open socket (default true). */
+  readonly ref?: boolean;
+}
+
+/** Called on the event loop each time the descriptor is ready. */
+export type WatchCallback = (events: FdEvents) => void;
+
+type PollHandle = node.PollHandle;
+type RawPollCallback = (status: number, events: FdEvents) => void;
+
+// Watchers stay reachable while started: the native handle would otherwise be collected, and
+// stop reporting, as soon as the caller dropped its reference.
+const active = new Set<FdWatcher>();
+
+/**
+ * Watches a descriptor on the event loop. Level-triggered: the callback runs again on the next
+ * loop turn while the condition holds, so drain the descriptor (or `stop()`) in the callback.
+ *
+ * Rules from libuv: watch a descriptor with one watcher at a time; `close()` the watcher before
+ * closing the descriptor; the descriptor is switched to non-blocking mode.
+ *
+ * @example
+ * ```ts
+ * const kick = eventfd();
+ * const watcher = new FdWatcher(kick, () => {
+ *   drainEventfd(kick);
+ *   processQueue();
+ * });
+ * // later
+ * watcher.close();
+ * close(kick);
+ * ```
+ */
+export class FdWatcher {
+  /** The watched descriptor. */
+  readonly fd: number;
+  readonly #options: { readable: boolean; writable: boolean; disconnect: boolean };
+  readonly #onPoll: RawPollCallback;
+  #handle: PollHandle | null;
+  #started = false;
+  #ref: boolean;
+
+  constructor(fd: number, callback: WatchCallback, options: WatchOptions = {}) {
+    libc(); // platform check
+    this.fd = fd;
+    this.#options = {
+      readable: options.readable ?? true,
+      writable: options.writable ?? false,
+      disconnect: options.disconnect ?? false,
+    };
+    this.#ref = options.ref ?? true;
+    this.#onPoll = (status, events) => {
+      if (status < 0) {
+        callback({ ...events, error: new LinuxError(-status, 'poll') });
+      } else {
+        callback(events);
+      }
+    };
+    // koffi's typings declare a one-argument callback; the native side passes (status, events).
+    const poll = koffi.node.poll as unknown as (
+      fd: number,
+      options: object,
+      callback: RawPollCallback,
+    ) => PollHandle | null;
+    const handle = poll(fd, this.#options, this.#onPoll);
+    if (handle === null) throw new LinuxError(9, 'poll', { detail: `cannot watch fd ${fd}` });
+    this.#handle = handle;
+    this.#started = true;
+    active.add(this);
+    if (!this.#ref) handle.unref();
+  }
+
+  /** True until {@link close}. */
+  get open(): boolean {
+    return this.#handle !== null;
+  }
+
+  /** True while reporting readiness. */
+  get started(): boolean {
+    return this.#started;
+  }
+
+  /** Stops reporting until {@link start}; cheap (one `epoll_ctl`). */
+  stop(): void {
+    if (!this.#handle || !this.#started) return;
+    this.#handle.stop();
+    this.#started = false;
+    active.delete(this);
+  }
+
+  /** Resumes reporting after {@link stop}. */
+  start(): void {
+    const handle = this.#handle;
+    if (!handle) throw new LinuxError(9, 'poll', { detail: 'the watcher is closed' });
+    if (this.#started) return;
+    (handle.start as unknown as (options: object, callback: RawPollCallback) => void)(
+      this.#options,
+      this.#onPoll,
+    );
+    this.#started = true;
+    active.add(this);
+  }
+
+  /** Stops watching for good and releases the libuv handle. The descriptor stays open. */
+  close(): void {
+    if (!this.#handle) return;
+    this.#handle.close();
+    this.#handle = null;
+    this.#started = false;
+    active.delete(this);
+  }
+
+  /** Lets the process exit even while this watcher is started. */
+  unref(): void {
+    this.#ref = false;
+    this.#handle?.unref();
+  }
+
+  /** Keeps the process alive while this watcher is started (the default). */
+  ref(): void {
+    this.#ref = true;
+    this.#handle?.ref();
+  }
+
+  /** Same as {@link close}, for `using` declarations. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Resolves once `fd` is readable (or writable, with `{ writable: true, readable: false }`).
+ * One-shot: for a descriptor that wakes repeatedly, keep an {@link FdWatcher} instead of paying
+ * for a handle per wait.
+ *
+ * @param options - what to wait for, and an optional `signal` that cancels the wait (the promise
+ *   rejects with the signal's reason)
+ * @example
+ * ```ts
+ * const server = listenUnix(path, { nonBlocking: true });
+ * await waitReadable(server);
+ * const connection = accept(server);
+ * ```
+ */
+export function waitReadable(
+  fd: number,
+  options: WatchOptions & { readonly signal?: AbortSignal } = {},
+): Promise<FdEvents> {
+  const { signal, ...watch } = options;
+  signal?.throwIfAborted();
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      watcher.close();
+      reject(signal?.reason);
+    };
+    const watcher = new FdWatcher(
+      fd,
+      (events) => {
+        watcher.close();
+        signal?.removeEventListener('abort', onAbort);
+        if (events.error) reject(events.error);
+        else resolve(events);
+      },
+      watch,
+    );
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
