@@ -34,10 +34,13 @@ function writeDescriptor(
   flags: number,
   next: number,
 ): void {
-  memory.writeU64(at, BigInt(addr));
-  memory.writeU32(at + 8, len);
-  memory.writeU16(at + 12, flags);
-  memory.writeU16(at + 14, next);
+  const bytes = new Uint8Array(16);
+  const view = new DataView(bytes.buffer);
+  view.setBigUint64(0, BigInt(addr), true);
+  view.setUint32(8, len, true);
+  view.setUint16(12, flags, true);
+  view.setUint16(14, next, true);
+  memory.write(at, bytes); // may span adjacent regions
 }
 
 interface RawOptions {
@@ -356,7 +359,8 @@ describe('SplitDeviceQueue.pop', () => {
       { guestAddress: 0x10000, buffer: new ArrayBuffer(0x10000) },
     ]);
     const r = raw({ memory, indirect: true });
-    const table = 0x10000 - 16;
+    // Not even aligned: entry 1's fields straddle the boundary (tables need no alignment).
+    const table = 0x10000 - 18;
     r.entry(table, 0, 0x8000, 4, NEXT, 1);
     r.entry(table, 1, 0x12000, 8, WRITE);
     r.desc(0, table, 32, INDIRECT);
@@ -692,12 +696,15 @@ describe('SplitDeviceQueue used ring', () => {
   });
 
   it('clamps a written length above the writable length (a device bug)', () => {
-    const r = ready(3);
+    const r = ready(4);
     r.queue.addUsed(r.queue.pop()!, 0x1_0000_0000);
     r.queue.addUsed(r.queue.pop()!, -5);
     r.queue.addUsed(r.queue.pop()!, 128.5);
+    r.queue.addUsed(r.queue.pop()!, 0x101);
     r.queue.publishUsed();
-    expect([r.used(0).len, r.used(1).len, r.used(2).len]).toEqual([0x100, 0, 0x80]);
+    expect([r.used(0).len, r.used(1).len, r.used(2).len, r.used(3).len]).toEqual([
+      0x100, 0, 0x80, 0x100,
+    ]);
   });
 
   it('throws DEVICE_STATE when a chain is returned twice', () => {

@@ -130,6 +130,9 @@ export class SplitDeviceQueue implements DeviceQueue {
   #readableLength = 0;
   #writableLength = 0;
   #seenWritable = false;
+  /** Scratch copy of one entry of an indirect table that spans regions. */
+  readonly #entryBytes = new Uint8Array(DESCRIPTOR_SIZE);
+  readonly #entryView = new DataView(this.#entryBytes.buffer);
 
   /**
    * @throws QueueConfigError if the size is not a power of two from 1 to 32768, a ring part is
@@ -487,11 +490,13 @@ export class SplitDeviceQueue implements DeviceQueue {
         entryLen = data.getUint32(at + 8, true);
         entryFlags = data.getUint32(at + 12, true);
       } else {
-        const at = table + entry * DESCRIPTOR_SIZE;
-        entryLow = memory.readU32(at);
-        entryHigh = memory.readU32(at + 4);
-        entryLen = memory.readU32(at + 8);
-        entryFlags = memory.readU32(at + 12);
+        // Copy the whole entry: its fields may themselves straddle the region boundary.
+        memory.read(table + entry * DESCRIPTOR_SIZE, this.#entryBytes);
+        const copy = this.#entryView;
+        entryLow = copy.getUint32(0, true);
+        entryHigh = copy.getUint32(4, true);
+        entryLen = copy.getUint32(8, true);
+        entryFlags = copy.getUint32(12, true);
       }
       if ((entryFlags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         this.#violation(
