@@ -576,7 +576,7 @@ describe('SplitDeviceQueue under random corruption', () => {
       fc.property(scenarioArbitrary(), (scenario) => {
         runScenario(scenario);
       }),
-      { numRuns: 1000 },
+      { numRuns: 800 },
     );
   });
 
@@ -593,7 +593,7 @@ describe('SplitDeviceQueue under random corruption', () => {
         };
         expect(runScenario(clean)).toEqual([]);
       }),
-      { numRuns: 200 },
+      { numRuns: 150 },
     );
   });
 });

@@ -817,6 +817,14 @@ describe('SplitDeviceQueue notification suppression', () => {
     expect(r.usedFlags()).toBe(0);
   });
 
+  it('clears a NO_NOTIFY left in the ring by a previous device instance', () => {
+    const memory = GuestMemory.fromBuffer(new ArrayBuffer(1 << 20));
+    memory.writeU16(USED, VIRTQ_USED_F_NO_NOTIFY);
+    const r = raw({ memory, position: { nextAvail: 7, nextUsed: 7 } });
+    expect(r.queue.enableNotifications()).toBe(false);
+    expect(r.usedFlags()).toBe(0);
+  });
+
   it('with EVENT_IDX leaves flags alone and keeps avail_event at the next entry', () => {
     const r = raw({ eventIdx: true });
     for (let i = 0; i < 4; i++) r.desc(i, DATA, 1);

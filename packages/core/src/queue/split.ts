@@ -214,6 +214,8 @@ export class SplitDeviceQueue implements DeviceQueue {
     this.#nextUsed = nextUsed;
     this.#publishedUsed = nextUsed;
     this.#publishedValid = options.position === undefined;
+    // A ring handed over from another device instance may still carry its NO_NOTIFY.
+    this.#notificationsDisabled = (Atomics.load(used16, 0) & VIRTQ_USED_F_NO_NOTIFY) !== 0;
   }
 
   /** True after a protocol violation: the queue pops no more chains until the device is reset. */
