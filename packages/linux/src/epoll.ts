@@ -8,7 +8,7 @@
 import { EPOLL_CLOEXEC } from './constants.js';
 import { LinuxError } from './errors.js';
 import { lastErrno, libc } from './libc.js';
-import { FdWatcher } from './watch.js';
+import { closeWatcherOf, FdWatcher } from './watch.js';
 
 const EINTR = 4;
 const EBADF = 9;
@@ -194,6 +194,7 @@ export class Epoll {
       new LinuxError(EBADF, 'epoll_wait', { detail: 'the epoll was closed while waited on' }),
     );
     this.#closed = true;
+    closeWatcherOf(this.fd);
     if (libc().close(this.fd) < 0) throw new LinuxError(lastErrno(), 'close');
   }
 }

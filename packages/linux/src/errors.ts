@@ -48,8 +48,8 @@ export class LinuxError extends Error {
   readonly errno: number;
   /** The failing system call, e.g. `'pread'`, or `'ioctl(TUNSETIFF)'`. */
   readonly syscall: string;
-  /** The path involved, when the call took one. */
-  readonly path?: string;
+  /** The path involved, when the call took one (absent otherwise). */
+  declare readonly path?: string;
 
   /**
    * @param errno - positive errno number

@@ -23,6 +23,7 @@ import {
 import { LinuxError } from './errors.js';
 import { type AsyncCallback, lastErrno, libc } from './libc.js';
 import { type IovecInput, IovecList, iovecs, rawIovecs } from './memory.js';
+import { closeWatcherOf } from './watch.js';
 
 const EINTR = 4;
 const EAGAIN = 11;
@@ -70,8 +71,13 @@ export function open(path: string, flags: number, mode = 0o644): number {
   }
 }
 
-/** Closes a descriptor. Not retried on `EINTR` (Linux releases the descriptor regardless). */
+/**
+ * Closes a descriptor, first closing its `FdWatcher` if it has one (libuv aborts the process
+ * when a watched descriptor disappears under it). Not retried on `EINTR`: Linux releases the
+ * descriptor regardless.
+ */
 export function close(fd: number): void {
+  closeWatcherOf(fd);
   if (libc().close(fd) < 0) throwErrno('close');
 }
 

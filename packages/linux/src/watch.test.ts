@@ -72,3 +72,40 @@ describe('waitReadable', () => {
     }
   });
 });
+
+describe('watcher lifetime', () => {
+  it('allows one watcher per descriptor', async () => {
+    const fd = eventfd();
+    const watcher = new FdWatcher(fd, () => {});
+    try {
+      expect(() => new FdWatcher(fd, () => {})).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+      watcher.stop();
+      await expect(waitReadable(fd)).rejects.toMatchObject({ code: 'EBUSY' });
+    } finally {
+      watcher.close();
+      close(fd);
+    }
+  });
+
+  it('close() of a watched descriptor closes its watcher first (libuv would abort otherwise)', async () => {
+    const fd = eventfd();
+    const watcher = new FdWatcher(fd, () => {});
+    const stopped = new FdWatcher(eventfd(), () => {});
+    stopped.stop();
+    close(fd);
+    close(stopped.fd);
+    expect(watcher.open).toBe(false);
+    expect(stopped.open).toBe(false);
+    expect(() => watcher.start()).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    // Let libuv run a loop turn with the descriptors gone: it must not abort the process.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const reused = eventfd(); // likely the same number: a new watcher must be accepted
+    try {
+      const pending = waitReadable(reused);
+      signalEventfd(reused);
+      await expect(pending).resolves.toMatchObject({ readable: true });
+    } finally {
+      close(reused);
+    }
+  });
+});

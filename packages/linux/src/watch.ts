@@ -41,16 +41,28 @@ export type WatchCallback = (events: FdEvents) => void;
 type PollHandle = node.PollHandle;
 type RawPollCallback = (status: number, events: FdEvents) => void;
 
-// Watchers stay reachable while started: the native handle would otherwise be collected, and
-// stop reporting, as soon as the caller dropped its reference.
-const active = new Set<FdWatcher>();
+// The open watcher of each descriptor. libuv allows one poll handle per descriptor, and aborts
+// the process if a watched descriptor is closed before its handle, so `close()` of this package
+// looks here first. Holding the watchers also keeps them reachable: the native handle would
+// otherwise be collected, and stop reporting, once the caller dropped its reference.
+const watchers = new Map<number, FdWatcher>();
+
+/** Closes the watcher of `fd`, if any; called before the descriptor itself is closed. */
+export function closeWatcherOf(fd: number): void {
+  watchers.get(fd)?.close();
+}
 
 /**
  * Watches a descriptor on the event loop. Level-triggered: the callback runs again on the next
  * loop turn while the condition holds, so drain the descriptor (or `stop()`) in the callback.
  *
- * Rules from libuv: watch a descriptor with one watcher at a time; `close()` the watcher before
- * closing the descriptor; the descriptor is switched to non-blocking mode.
+ * Rules from libuv: one watcher per descriptor at a time (a second one fails with `EBUSY`); the
+ * watcher must be closed before the descriptor is, or libuv aborts the process — this package's
+ * `close()` does that for you, but closing the descriptor any other way (`fs.closeSync`, another
+ * library) does not; the descriptor is switched to non-blocking mode.
+ *
+ * If the callback throws, the watcher stops and the exception is rethrown as an uncaught
+ * exception on the next tick (an exception cannot travel back through libuv).
  *
  * @example
  * ```ts
@@ -71,22 +83,26 @@ export class FdWatcher {
   readonly #onPoll: RawPollCallback;
   #handle: PollHandle | null;
   #started = false;
-  #ref: boolean;
 
   constructor(fd: number, callback: WatchCallback, options: WatchOptions = {}) {
     libc(); // platform check
+    if (watchers.has(fd)) {
+      throw new LinuxError(16, 'poll', { detail: `fd ${fd} already has a watcher` });
+    }
     this.fd = fd;
     this.#options = {
       readable: options.readable ?? true,
       writable: options.writable ?? false,
       disconnect: options.disconnect ?? false,
     };
-    this.#ref = options.ref ?? true;
     this.#onPoll = (status, events) => {
-      if (status < 0) {
-        callback({ ...events, error: new LinuxError(-status, 'poll') });
-      } else {
-        callback(events);
+      try {
+        callback(status < 0 ? { ...events, error: new LinuxError(-status, 'poll') } : events);
+      } catch (error) {
+        this.stop();
+        process.nextTick(() => {
+          throw error;
+        });
       }
     };
     // koffi's typings declare a one-argument callback; the native side passes (status, events).
@@ -99,8 +115,8 @@ export class FdWatcher {
     if (handle === null) throw new LinuxError(9, 'poll', { detail: `cannot watch fd ${fd}` });
     this.#handle = handle;
     this.#started = true;
-    active.add(this);
-    if (!this.#ref) handle.unref();
+    watchers.set(fd, this);
+    if (options.ref === false) handle.unref();
   }
 
   /** True until {@link close}. */
@@ -118,7 +134,6 @@ export class FdWatcher {
     if (!this.#handle || !this.#started) return;
     this.#handle.stop();
     this.#started = false;
-    active.delete(this);
   }
 
   /** Resumes reporting after {@link stop}. */
@@ -131,7 +146,6 @@ export class FdWatcher {
       this.#onPoll,
     );
     this.#started = true;
-    active.add(this);
   }
 
   /** Stops watching for good and releases the libuv handle. The descriptor stays open. */
@@ -140,18 +154,16 @@ export class FdWatcher {
     this.#handle.close();
     this.#handle = null;
     this.#started = false;
-    active.delete(this);
+    watchers.delete(this.fd);
   }
 
   /** Lets the process exit even while this watcher is started. */
   unref(): void {
-    this.#ref = false;
     this.#handle?.unref();
   }
 
   /** Keeps the process alive while this watcher is started (the default). */
   ref(): void {
-    this.#ref = true;
     this.#handle?.ref();
   }
 
