@@ -83,6 +83,7 @@ export type ViolationCode =
   // Ring structure (split §2.7, packed §2.8)
   | 'AVAIL_INDEX_JUMP'
   | 'HEAD_OUT_OF_RANGE'
+  | 'HEAD_IN_FLIGHT'
   | 'NEXT_OUT_OF_RANGE'
   | 'CHAIN_TOO_LONG'
   | 'CHAIN_TOO_LARGE'
