@@ -89,7 +89,17 @@ async function hasCache(arch: GuestArch): Promise<boolean> {
   );
 }
 
-const x86Skip = skipReason('x86_64');
+async function downloadBlocked(arch: GuestArch): Promise<string | undefined> {
+  if (await hasCache(arch)) return undefined;
+  const missing = ['apt-get', 'apt-cache', 'dpkg-deb'].filter(
+    (tool) => findTool(tool) === undefined,
+  );
+  return missing.length > 0
+    ? `no cached ${arch} guest and ${missing.join(', ')} not on PATH to fetch one`
+    : undefined;
+}
+
+const x86Skip = skipReason('x86_64') ?? (await downloadBlocked('x86_64'));
 if (x86Skip) console.warn(`[guest e2e] skipping x86_64 boot: ${x86Skip}`);
 
 describe.skipIf(x86Skip !== undefined)(
@@ -209,6 +219,7 @@ describe.skipIf(x86Skip !== undefined)(
 
 const riscvSkip =
   skipReason('riscv64') ??
+  (await downloadBlocked('riscv64')) ??
   (process.env.VIRTKIT_GUEST_RISCV64 === '1' || (await hasCache('riscv64'))
     ? undefined
     : 'its guest is not in the cache; set VIRTKIT_GUEST_RISCV64=1 to allow the ~115 MB download');
