@@ -81,6 +81,14 @@ export class GuestRegion {
         `guest region at ${formatAddress(init.guestAddress)} of ${size} bytes is not a valid range`,
       );
     }
+    // Rings are read through typed arrays over the region, so guest addresses that are aligned
+    // must map to aligned buffer offsets: both the region's start and its offset are 8-aligned.
+    if (init.guestAddress % 8 !== 0) {
+      throw new VirtkitError(
+        'GUEST_MEMORY_LAYOUT',
+        `guest region address ${formatAddress(init.guestAddress)} must be a multiple of 8`,
+      );
+    }
     if (!Number.isSafeInteger(byteOffset) || byteOffset < 0 || byteOffset % 8 !== 0) {
       throw new VirtkitError(
         'GUEST_MEMORY_LAYOUT',
