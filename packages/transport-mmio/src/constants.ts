@@ -62,6 +62,7 @@ export const MmioRegister = {
   /** RW: first byte of the device-specific configuration space. */
   CONFIG: 0x100,
 } as const;
+/** One of the {@link MmioRegister} offsets. */
 export type MmioRegister = (typeof MmioRegister)[keyof typeof MmioRegister];
 
 /** Size of one virtio-mmio window (registers and configuration space), as Linux maps it. */
