@@ -404,3 +404,15 @@ describe('device shape', () => {
     expect(() => controllerFor(device)).toThrow(/queue 0 with invalid maximum size 100/);
   });
 });
+
+describe('interrupts during activation', () => {
+  it('lets a device signal used buffers from inside activate()', async () => {
+    const device = new EchoDevice();
+    device.activate = (context) => {
+      device.context = context;
+      context.signalUsed(0);
+    };
+    const driver = await TestDriver.create(device);
+    expect(driver.interrupt.usedCount(0)).toBe(1);
+  });
+});

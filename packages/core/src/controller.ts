@@ -562,7 +562,9 @@ export class DeviceController {
       queues,
       features: this.#negotiated,
       signalUsed: (queueIndex) => {
-        if (this.#activation.state === 'active') this.#interrupt.signalUsed(queueIndex);
+        // Allowed while activating too: a device may complete buffers inside activate().
+        const state = this.#activation.state;
+        if (state === 'active' || state === 'activating') this.#interrupt.signalUsed(queueIndex);
       },
       reportViolation: (violation) => this.#reportViolation(violation),
     };
