@@ -4,6 +4,10 @@
  */
 
 import { DescriptorChain, GuestMemory, type Segment } from '@virtkit/core';
+import type { TestDriver } from '@virtkit/core/testing';
+import { MemoryBackend } from './backends/memory.js';
+import { totalLength } from './backends/range.js';
+import type { BlockBackend } from './backends/types.js';
 import { DISCARD_SEGMENT_SIZE, REQUEST_HEADER_SIZE } from './constants.js';
 
 /** A 16-byte request header. */
@@ -73,4 +77,170 @@ export class ChainBuilder {
     this.#next += Math.ceil(Math.max(len, 1) / 8) * 8 + 8;
     return addr;
   }
+}
+
+/** One backend call a {@link ControlledBackend} holds until the test releases it. */
+export interface HeldCall {
+  readonly kind: 'read' | 'write' | 'flush' | 'discard' | 'writeZeroes';
+  readonly offset: number;
+  readonly length: number;
+  /** Performs the call on the inner backend and completes it. */
+  release(): void;
+  /** Completes the call with an error. */
+  fail(error?: Error): void;
+}
+
+/**
+ * A backend whose every call waits until the test releases it, so tests decide the order in which
+ * requests complete. Calls are performed on an in-memory disk when released.
+ */
+export class ControlledBackend implements BlockBackend {
+  readonly inner: MemoryBackend;
+  readonly held: HeldCall[] = [];
+  readonly calls: HeldCall['kind'][] = [];
+  /** Release every call at once (no holding). */
+  auto = false;
+  #waiters: (() => void)[] = [];
+
+  constructor(size = 1 << 20, readOnly = false) {
+    this.inner = new MemoryBackend({ size, readOnly });
+  }
+
+  get capacity(): number {
+    return this.inner.capacity;
+  }
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+  get canUnmap(): boolean {
+    return true;
+  }
+
+  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+    return this.#hold('read', offset, totalLength(buffers), () => this.inner.read(offset, buffers));
+  }
+  write(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+    return this.#hold('write', offset, totalLength(buffers), () =>
+      this.inner.write(offset, buffers),
+    );
+  }
+  flush(): Promise<void> {
+    return this.#hold('flush', 0, 0, () => this.inner.flush());
+  }
+  discard(offset: number, length: number): Promise<void> {
+    return this.#hold('discard', offset, length, () => this.inner.discard(offset, length));
+  }
+  writeZeroes(offset: number, length: number, unmap: boolean): Promise<void> {
+    return this.#hold('writeZeroes', offset, length, () =>
+      this.inner.writeZeroes(offset, length, unmap),
+    );
+  }
+  async close(): Promise<void> {
+    await this.inner.close();
+  }
+
+  /** Resolves once at least `count` calls are held. */
+  async waitForHeld(count: number): Promise<void> {
+    while (this.held.length < count) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+  }
+
+  /** Releases the held call at `index` (in arrival order among those still held). */
+  release(index = 0): HeldCall {
+    const call = this.held[index];
+    if (!call) throw new Error(`no held call at ${index}`);
+    call.release();
+    return call;
+  }
+
+  #hold(
+    kind: HeldCall['kind'],
+    offset: number,
+    length: number,
+    perform: () => void,
+  ): Promise<void> {
+    this.calls.push(kind);
+    return new Promise<void>((resolve, reject) => {
+      const call: HeldCall = {
+        kind,
+        offset,
+        length,
+        release: () => {
+          this.#drop(call);
+          try {
+            perform();
+            resolve();
+          } catch (error) {
+            reject(error);
+          }
+        },
+        fail: (error = new Error('injected I/O failure')) => {
+          this.#drop(call);
+          reject(error);
+        },
+      };
+      if (this.auto) {
+        call.release();
+        return;
+      }
+      this.held.push(call);
+      for (const wake of this.#waiters.splice(0)) wake();
+    });
+  }
+
+  #drop(call: HeldCall): void {
+    const at = this.held.indexOf(call);
+    if (at >= 0) this.held.splice(at, 1);
+  }
+}
+
+/** What came back for a request sent with {@link blkRequest}. */
+export interface BlkReply {
+  /** Used length the device reported. */
+  readonly len: number;
+  /** The status byte (last writable byte). */
+  readonly status: number;
+  /** The writable bytes before the status byte. */
+  readonly data: Uint8Array;
+}
+
+/** Posts a request (without kicking); `done()` waits for it and reads the status from memory. */
+export function postBlk(
+  driver: TestDriver,
+  queue: number,
+  readable: readonly Uint8Array[],
+  writable: readonly number[],
+): { token: number; done: () => Promise<BlkReply> } {
+  const { token, writable: segments } = driver.post(queue, { readable, writable });
+  return {
+    token,
+    done: async () => {
+      const { len } = await driver.wait(queue, token);
+      return readReply(driver, segments, len);
+    },
+  };
+}
+
+/** Sends a request, kicks, waits for its completion. */
+export async function blkRequest(
+  driver: TestDriver,
+  queue: number,
+  readable: readonly Uint8Array[],
+  writable: readonly number[],
+): Promise<BlkReply> {
+  const posted = postBlk(driver, queue, readable, writable);
+  driver.kick(queue);
+  return posted.done();
+}
+
+function readReply(driver: TestDriver, segments: readonly Segment[], len: number): BlkReply {
+  const total = segments.reduce((sum, s) => sum + s.len, 0);
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const segment of segments) {
+    driver.memory.read(segment.addr, bytes.subarray(at, at + segment.len));
+    at += segment.len;
+  }
+  return { len, status: total > 0 ? bytes[total - 1]! : -1, data: bytes.subarray(0, total - 1) };
 }
