@@ -303,7 +303,7 @@ function runAsync(
 
 /**
  * {@link preadv} on a worker thread, for disks slow enough that blocking the event loop costs
- * more than the hand-off (~40 µs measured). Do not touch the buffers, nor a list passed in,
+ * more than the hand-off (~20–40 µs measured). Do not touch the buffers, nor a list passed in,
  * until it settles.
  */
 export function preadvAsync(fd: number, buffers: IovecInput, offset: number): Promise<number> {

@@ -1,8 +1,8 @@
 /**
  * Readiness of any descriptor on Node's own event loop, without threads: a libuv poll handle
  * (`uv_poll_t`, through koffi's `koffi.node.poll`) adds the descriptor to the epoll set libuv
- * already waits on, and the callback runs on the loop when it is ready. Measured at ~4 µs from
- * an eventfd signal to the callback (see the README), against ~40 µs for a thread-pool wait.
+ * already waits on, and the callback runs on the loop when it is ready. A worker↔main round trip
+ * through it measured ~8.5 µs, against ~25 µs with a thread-pool wait (see the README).
  *
  * koffi documents this API as subject to change; it is used in this file only.
  */
@@ -84,6 +84,13 @@ export class FdWatcher {
   #handle: PollHandle | null;
   #started = false;
 
+  /**
+   * Starts watching at once.
+   *
+   * @param fd - the descriptor (switched to non-blocking by libuv)
+   * @param callback - runs on the event loop while the descriptor is ready
+   * @param options - what to watch for (default: readable) and whether to keep the process alive
+   */
   constructor(fd: number, callback: WatchCallback, options: WatchOptions = {}) {
     libc(); // platform check
     if (watchers.has(fd)) {
