@@ -385,7 +385,7 @@ describe('PackedDeviceQueue.pop', () => {
     expect(r.read(3)).toMatchObject({ id: 4, flags: 0 });
   });
 
-  it('reads all entries of an indirect table, ignoring NEXT and ids inside it (§2.8.19)', () => {
+  it('reads all entries of an indirect table, ignoring NEXT and ids inside it (§2.8.7)', () => {
     const r = ring({ indirect: true });
     const len = r.table([
       { addr: DATA, len: 10 },
@@ -758,7 +758,7 @@ describe('PackedDeviceQueue.addUsed and publishUsed', () => {
     expect(r.queue.publishUsed()).toBe(false);
   });
 
-  it('clamps the used length to the writable bytes and sets WRITE only when len > 0 (§2.8.8)', () => {
+  it('clamps the used length to the writable bytes and sets WRITE only when len > 0 (§2.8.3)', () => {
     const r = ring();
     for (let id = 0; id < 4; id++)
       r.chain([{ len: 4 }, { len: 10, flags: VIRTQ_DESC_F_WRITE }], id);

@@ -39,12 +39,16 @@ import {
 } from './ring-util.js';
 import type { DeviceQueue, DeviceQueueOptions, QueuePosition, QueueSetup } from './types.js';
 
-/** Largest indirect table the device accepts, in entries (§2.8.19 sets no limit; this is 512 KiB). */
+/**
+ * Largest indirect table the device accepts, in entries (512 KiB). §2.8.5 caps a list at the queue
+ * size unless the device states its own limit, but Linux fills tables up to a device's segment
+ * limit (virtio-blk `seg_max`) even when that exceeds the queue size, so only this bound is kept.
+ */
 export const PACKED_MAX_INDIRECT_ENTRIES = 32768;
 
 /** Bytes of one event suppression structure (§2.8.10.1). */
 const EVENT_SUPPRESSION_SIZE = 4;
-/** A chain's total length must stay below 2^32 (§2.7.5.2, carried over to §2.8.16). */
+/** A chain's total length must stay below 2^32 (split ring §2.7.5; used lengths are le32). */
 const MAX_CHAIN_BYTES = 0x1_0000_0000;
 /** Wrap counter bit of an event suppression offset/wrap field (§2.8.14). */
 const EVENT_WRAP_SHIFT = 15;
@@ -230,7 +234,7 @@ export class PackedDeviceQueue implements DeviceQueue {
   /**
    * The next available chain, validated in full, or `null` when the driver has made nothing new
    * available, the queue is broken or detached. Zero-length descriptors carry no data and are left
-   * out of the chain's segments. An indirect table's entries are all part of the buffer (§2.8.19:
+   * out of the chain's segments. An indirect table's entries are all part of the buffer (§2.8.7:
    * only WRITE is meaningful inside a table; NEXT is ignored there, as Linux never sets it).
    */
   pop(): DescriptorChain | null {
@@ -239,7 +243,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     const head = this.#nextAvail;
     let slot = head;
     let wrap = this.#availWrap;
-    // Acquire: the driver writes the head's flags last (§2.8.21), so everything else of the chain
+    // Acquire: the driver writes the head's flags last (§2.8.6, §2.8.21), so the rest of the chain
     // is visible once these flags are.
     let flags = Atomics.load(desc16, (slot << 3) + 7);
     if (((flags >>> 7) & 1) !== wrap || flags >>> 15 === wrap) return null;
@@ -396,7 +400,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     return true;
   }
 
-  /** Validates an indirect table (§2.8.19) and appends all its entries to the chain being walked. */
+  /** Validates an indirect table (§2.8.7) and appends all its entries to the chain being walked. */
   #walkIndirect(low: number, high: number, tableLength: number, slot: number): boolean {
     const entries = tableLength / 16;
     if (tableLength === 0 || !Number.isInteger(entries) || entries > PACKED_MAX_INDIRECT_ENTRIES) {
@@ -418,6 +422,8 @@ export class PackedDeviceQueue implements DeviceQueue {
     let offset = tableAddr - region.guestAddress;
     for (let entry = 0; entry < entries; entry++, offset += 16) {
       const flags = data.getUint16(offset + 14, true);
+      // §2.8.19 forbids the driver to set anything but WRITE here; a nested table is refused
+      // rather than read as plain data, as QEMU and Linux's vhost do for split rings.
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         return this.#fail(
           'INDIRECT_NESTED',
@@ -476,13 +482,13 @@ export class PackedDeviceQueue implements DeviceQueue {
     const desc16 = this.#desc16;
     this.#desc32[(used << 2) + 2] = len;
     desc16[(used << 3) + 6] = id;
-    // AVAIL = USED = device wrap counter marks it used (§2.8.1); WRITE says len is meaningful (§2.8.4).
+    // AVAIL = USED = device wrap counter marks it used (§2.8.1); WRITE says len is meaningful (§2.8.3, §2.8.4).
     const flags =
       (this.#usedWrap === 1 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) |
       (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
     if (this.#batchFlagsIndex < 0) {
       // The driver polls only the next used slot, so nothing of the batch is visible until the
-      // first descriptor's flags are written in publishUsed (§2.8.21 "multi-buffer requests").
+      // first descriptor's flags are written in publishUsed (§2.8.9, "multi-buffer requests").
       this.#batchFlagsIndex = (used << 3) + 7;
       this.#batchFlags = flags;
     } else {
