@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { O_CLOEXEC, O_RDONLY } from './constants.js';
 import { drainEventfd, eventfd, signalEventfd } from './eventfd.js';
-import { close } from './files.js';
+import { close, open } from './files.js';
+import { libc } from './libc.js';
 import { FdWatcher, waitReadable } from './watch.js';
 
 describe('FdWatcher', () => {
@@ -107,5 +109,28 @@ describe('watcher lifetime', () => {
     } finally {
       close(reused);
     }
+  });
+});
+
+describe('descriptors that cannot be watched', () => {
+  it('fail with a LinuxError instead of reaching libuv (which would abort)', () => {
+    const file = open('/proc/self/status', O_RDONLY | O_CLOEXEC);
+    try {
+      expect(() => new FdWatcher(file, () => {})).toThrow(
+        expect.objectContaining({ code: 'EPERM', syscall: 'poll' }),
+      );
+    } finally {
+      close(file);
+    }
+    expect(() => new FdWatcher(1_000_000, () => {})).toThrow(
+      expect.objectContaining({ code: 'EBADF' }),
+    );
+    const fd = eventfd();
+    const watcher = new FdWatcher(fd, () => {});
+    watcher.stop();
+    // Closed behind the watcher's back (not through close()): start() must refuse, not abort.
+    libc().close(fd);
+    expect(() => watcher.start()).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    watcher.close();
   });
 });

@@ -8,8 +8,9 @@
  */
 
 import koffi, { type node } from 'koffi';
+import { EPOLL_CLOEXEC, EPOLLIN } from './constants.js';
 import { LinuxError } from './errors.js';
-import { libc } from './libc.js';
+import { lastErrno, libc } from './libc.js';
 
 /** What a watched descriptor is ready for. */
 export interface FdEvents {
@@ -47,6 +48,30 @@ type RawPollCallback = (status: number, events: FdEvents) => void;
 // otherwise be collected, and stop reporting, once the caller dropped its reference.
 const watchers = new Map<number, FdWatcher>();
 
+// koffi 3.3.4 aborts the process ("FATAL ERROR: Error::New") when libuv refuses a descriptor, so
+// descriptors are vetted first with the same test libuv makes: adding them to an epoll set. One
+// private epoll descriptor per thread serves for that.
+let probe = -1;
+const probeEvent = new Uint32Array(new ArrayBuffer(12));
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+
+function assertPollable(fd: number): void {
+  const c = libc();
+  if (probe < 0) {
+    probe = c.epoll_create1(EPOLL_CLOEXEC);
+    if (probe < 0) throw new LinuxError(lastErrno(), 'epoll_create1');
+  }
+  probeEvent[0] = EPOLLIN;
+  if (c.epoll_ctl(probe, EPOLL_CTL_ADD, fd, probeEvent) < 0) {
+    const errno = lastErrno();
+    throw new LinuxError(errno, 'poll', {
+      detail: errno === 1 ? `fd ${fd} cannot be polled (a regular file or directory?)` : undefined,
+    });
+  }
+  c.epoll_ctl(probe, EPOLL_CTL_DEL, fd, probeEvent);
+}
+
 /** Closes the watcher of `fd`, if any; called before the descriptor itself is closed. */
 export function closeWatcherOf(fd: number): void {
   watchers.get(fd)?.close();
@@ -55,6 +80,10 @@ export function closeWatcherOf(fd: number): void {
 /**
  * Watches a descriptor on the event loop. Level-triggered: the callback runs again on the next
  * loop turn while the condition holds, so drain the descriptor (or `stop()`) in the callback.
+ *
+ * Descriptors epoll cannot watch (regular files, directories) fail with `EPERM`, closed ones
+ * with `EBADF`. A descriptor Node itself already watches (a `net.Socket`'s, stdin) must not be
+ * given: libuv refuses it and koffi 3.3.4 then aborts the process.
  *
  * Rules from libuv: one watcher per descriptor at a time (a second one fails with `EBUSY`); the
  * watcher must be closed before the descriptor is, or libuv aborts the process — this package's
@@ -92,10 +121,10 @@ export class FdWatcher {
    * @param options - what to watch for (default: readable) and whether to keep the process alive
    */
   constructor(fd: number, callback: WatchCallback, options: WatchOptions = {}) {
-    libc(); // platform check
     if (watchers.has(fd)) {
       throw new LinuxError(16, 'poll', { detail: `fd ${fd} already has a watcher` });
     }
+    assertPollable(fd);
     this.fd = fd;
     this.#options = {
       readable: options.readable ?? true,
@@ -148,6 +177,7 @@ export class FdWatcher {
     const handle = this.#handle;
     if (!handle) throw new LinuxError(9, 'poll', { detail: 'the watcher is closed' });
     if (this.#started) return;
+    assertPollable(this.fd);
     (handle.start as unknown as (options: object, callback: RawPollCallback) => void)(
       this.#options,
       this.#onPoll,
