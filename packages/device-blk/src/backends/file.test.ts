@@ -1,0 +1,342 @@
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TestDriver } from '@virtkit/core/testing';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BlkStatus, BlkRequestType as T } from '../constants.js';
+import { BlockDevice } from '../device.js';
+import { blkRequest, header, segments } from '../test-support.js';
+import { type FileBackend, openFileBackend } from './file.js';
+import { Fallocate, type FileIo, nodeFileIo } from './file-io.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'virtkit-blk-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let files = 0;
+
+/** A temp image of `size` bytes filled with `fill`. */
+function image(size: number, fill = 0): string {
+  const path = join(dir, `disk-${files++}.img`);
+  writeFileSync(path, new Uint8Array(size).fill(fill));
+  return path;
+}
+
+/** The default system calls with every call recorded. */
+async function spyIo(override: Partial<FileIo> = {}): Promise<{ io: FileIo; calls: string[] }> {
+  const real = await nodeFileIo();
+  const calls: string[] = [];
+  const io: FileIo = { ...real, ...override };
+  for (const key of ['preadv', 'pwritev', 'fdatasync', 'fallocate'] as const) {
+    const inner = io[key] as ((...args: unknown[]) => unknown) | undefined;
+    if (!inner) continue;
+    (io as unknown as Record<string, unknown>)[key] = (...args: unknown[]) => {
+      calls.push(key === 'fallocate' ? `fallocate:${args[1]}` : key);
+      return inner(...args);
+    };
+  }
+  return { io, calls };
+}
+
+/** The first `count` bytes of a buffer list. */
+function firstBytes(buffers: readonly Uint8Array[], count: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const buffer of buffers) {
+    if (count === 0) break;
+    out.push(buffer.subarray(0, Math.min(count, buffer.length)));
+    count -= out.at(-1)!.length;
+  }
+  return out;
+}
+
+describe('openFileBackend', () => {
+  it('opens an image and moves bytes both ways at exact offsets', async () => {
+    const path = image(64 * 1024, 0x11);
+    const backend = await openFileBackend({ path });
+    expect(backend.capacity).toBe(64 * 1024);
+    await backend.write(4096, [new Uint8Array(100).fill(1), new Uint8Array(412).fill(2)]);
+    const out = [new Uint8Array(256), new Uint8Array(256)];
+    await backend.read(4096, out);
+    expect(out[0]!.subarray(0, 100).every((b) => b === 1)).toBe(true);
+    expect(out[1]!.every((b) => b === 2)).toBe(true);
+    await backend.close();
+    const bytes = readFileSync(path);
+    expect(bytes[4095]).toBe(0x11);
+    expect(bytes[4096]).toBe(1);
+    expect(bytes[4608]).toBe(0x11);
+  });
+
+  it('refuses images whose size is not a positive multiple of the sector size', async () => {
+    await expect(openFileBackend({ path: image(1000) })).rejects.toMatchObject({
+      code: 'BLK_IMAGE_SIZE',
+      message: expect.stringMatching(/1000 bytes, not a positive multiple of 512/),
+    });
+    await expect(openFileBackend({ path: image(0) })).rejects.toMatchObject({
+      code: 'BLK_IMAGE_SIZE',
+    });
+    await expect(openFileBackend({ path: image(1536), sizeAlignment: 1024 })).rejects.toMatchObject(
+      {
+        code: 'BLK_IMAGE_SIZE',
+      },
+    );
+    await expect(openFileBackend({ path: join(dir, 'missing.img') })).rejects.toMatchObject({
+      code: 'BLK_IMAGE_OPEN',
+    });
+    await expect(openFileBackend({ path: dir })).rejects.toMatchObject({ code: 'BLK_IMAGE_OPEN' });
+  });
+
+  it('refuses accesses outside the image and writes to a read-only image', async () => {
+    const path = image(8192, 5);
+    const backend = await openFileBackend({ path });
+    await expect(backend.write(8192 - 512, [new Uint8Array(1024)])).rejects.toMatchObject({
+      code: 'BLK_BACKEND_RANGE',
+    });
+    await expect(backend.read(-512, [new Uint8Array(512)])).rejects.toMatchObject({
+      code: 'BLK_BACKEND_RANGE',
+    });
+    await expect(backend.discard(8192, 512)).rejects.toMatchObject({ code: 'BLK_BACKEND_RANGE' });
+    await backend.close();
+    const readOnly = await openFileBackend({ path, readOnly: true });
+    expect(readOnly.readOnly).toBe(true);
+    expect(readOnly.canUnmap).toBe(false);
+    await expect(readOnly.write(0, [new Uint8Array(512)])).rejects.toMatchObject({
+      code: 'BLK_BACKEND_READ_ONLY',
+    });
+    await readOnly.close();
+    expect(statSync(path).size).toBe(8192);
+    expect(readFileSync(path).every((b) => b === 5)).toBe(true);
+  });
+
+  it('repeats short transfers and splits more than 1024 buffers', async () => {
+    const real = await nodeFileIo();
+    const sizes: number[] = [];
+    // A kernel may return fewer bytes than asked; this one gives at most 700 per call.
+    const { io } = await spyIo({
+      preadv: (fd, buffers, position) => {
+        sizes.push(buffers.length);
+        return real.preadv(fd, firstBytes(buffers, 700), position);
+      },
+    });
+    const path = image(4 * 1024 * 1024);
+    writeFileSync(
+      path,
+      Uint8Array.from({ length: 4 << 20 }, (_, i) => i % 251),
+    );
+    const backend = await openFileBackend({ path, io });
+    const small = Array.from({ length: 1500 }, () => new Uint8Array(1));
+    await backend.read(1, small);
+    expect(small.map((b) => b[0])).toEqual(Array.from({ length: 1500 }, (_, i) => (i + 1) % 251));
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(1024);
+    expect(sizes.length).toBeGreaterThan(2);
+    await backend.close();
+  });
+
+  it('zero-fills a read that meets the end of a file that shrank', async () => {
+    const real = await nodeFileIo();
+    // The file "ends" at 1024 bytes: reads stop there.
+    const { io } = await spyIo({
+      preadv: (fd, buffers, position) =>
+        position >= 1024
+          ? Promise.resolve(0)
+          : real.preadv(fd, firstBytes(buffers, 1024 - position), position),
+    });
+    const backend = await openFileBackend({ path: image(4096, 9), io });
+    const out = new Uint8Array(2048).fill(0xff);
+    await backend.read(0, [out]);
+    expect(out.subarray(0, 1024).every((b) => b === 9)).toBe(true);
+    expect(out.subarray(1024).every((b) => b === 0)).toBe(true);
+    await backend.close();
+  });
+
+  it('gives a stable default serial from device and inode, as Firecracker does', async () => {
+    const path = image(4096);
+    const first = await openFileBackend({ path });
+    const second = await openFileBackend({ path });
+    const stat = statSync(path, { bigint: true });
+    expect(first.defaultSerial).toBe(`${stat.dev}${stat.rdev}${stat.ino}`.slice(0, 20));
+    expect(second.defaultSerial).toBe(first.defaultSerial);
+    await first.close();
+    await second.close();
+  });
+});
+
+describe('FileBackend flush', () => {
+  it('calls fdatasync for FLUSH (spy)', async () => {
+    const { io, calls } = await spyIo();
+    const backend = await openFileBackend({ path: image(4096), io });
+    await backend.write(0, [new Uint8Array(512).fill(1)]);
+    expect(calls).toEqual(['pwritev']);
+    await backend.flush();
+    expect(calls).toEqual(['pwritev', 'fdatasync']);
+    await backend.close();
+  });
+
+  it('really syncs a real file, and reports fdatasync failures', async () => {
+    const path = image(4096);
+    const backend = await openFileBackend({ path });
+    await backend.write(0, [new Uint8Array(512).fill(7)]);
+    await backend.flush();
+    expect(backend.stats.syncs).toBe(1);
+    expect(readFileSync(path)[0]).toBe(7);
+    await backend.close();
+    const failing = await openFileBackend({
+      path,
+      io: { ...(await nodeFileIo()), fdatasync: () => Promise.reject(new Error('EIO')) },
+    });
+    await expect(failing.flush()).rejects.toThrow('EIO');
+    await failing.close();
+  });
+});
+
+describe('FileBackend discard and write-zeroes', () => {
+  it('punches holes for DISCARD: allocated blocks drop and the range reads as zeroes', async (context) => {
+    const size = 4 << 20;
+    const path = image(size, 0x5a);
+    const backend = await openFileBackend({ path });
+    await backend.flush();
+    const before = statSync(path).blocks;
+    await backend.discard(1 << 20, 2 << 20);
+    if (!backend.canUnmap) {
+      await backend.close();
+      context.skip(`the file system under ${dir} cannot punch holes (fallocate EOPNOTSUPP)`);
+    }
+    const after = statSync(path).blocks;
+    expect(backend.stats.punches).toBe(1);
+    expect(after).toBeLessThanOrEqual(before - (2 << 20) / 512);
+    const out = new Uint8Array(3 << 20);
+    await backend.read(512 * 1024, [out]);
+    expect(out.subarray(0, 512 * 1024).every((b) => b === 0x5a)).toBe(true);
+    expect(out.subarray(512 * 1024, 512 * 1024 + (2 << 20)).every((b) => b === 0)).toBe(true);
+    expect(out.subarray(512 * 1024 + (2 << 20)).every((b) => b === 0x5a)).toBe(true);
+    expect(statSync(path).size).toBe(size);
+    await backend.close();
+  });
+
+  it('uses PUNCH_HOLE for write-zeroes with unmap and ZERO_RANGE without', async () => {
+    const { io, calls } = await spyIo();
+    const path = image(64 * 1024, 0x77);
+    const backend = await openFileBackend({ path, io });
+    await backend.writeZeroes(0, 8192, true);
+    await backend.writeZeroes(16384, 4096, false);
+    expect(calls).toEqual([
+      `fallocate:${Fallocate.PUNCH_HOLE | Fallocate.KEEP_SIZE}`,
+      `fallocate:${Fallocate.ZERO_RANGE | Fallocate.KEEP_SIZE}`,
+    ]);
+    await backend.close();
+    const bytes = readFileSync(path);
+    expect(bytes.subarray(0, 8192).every((b) => b === 0)).toBe(true);
+    expect(bytes.subarray(8192, 16384).every((b) => b === 0x77)).toBe(true);
+    expect(bytes.subarray(16384, 20480).every((b) => b === 0)).toBe(true);
+    expect(bytes[20480]).toBe(0x77);
+  });
+
+  it('where the file system refuses: discard does nothing, write-zeroes writes zeroes', async () => {
+    const refuse = () => {
+      throw Object.assign(new Error('fallocate failed: not supported'), { code: 'EOPNOTSUPP' });
+    };
+    const { io, calls } = await spyIo({ fallocate: refuse });
+    const path = image(64 * 1024, 0x33);
+    const backend = await openFileBackend({ path, io });
+    expect(backend.canUnmap).toBe(true);
+    await backend.discard(0, 4096);
+    expect(backend.canUnmap).toBe(false);
+    expect(backend.stats.discardsIgnored).toBe(1);
+    await backend.discard(0, 4096); // no second attempt
+    await backend.writeZeroes(8192, 8192, true);
+    expect(calls.filter((c) => c.startsWith('fallocate'))).toHaveLength(2); // punch once, zero range once
+    expect(calls.at(-1)).toBe('pwritev');
+    await backend.close();
+    const bytes = readFileSync(path);
+    expect(bytes.subarray(0, 8192).every((b) => b === 0x33)).toBe(true);
+    expect(bytes.subarray(8192, 16384).every((b) => b === 0)).toBe(true);
+  });
+
+  it('fails the request for other fallocate errors', async () => {
+    const { io } = await spyIo({
+      fallocate: () => {
+        throw Object.assign(new Error('fallocate failed: I/O error'), { code: 'EIO' });
+      },
+    });
+    const backend = await openFileBackend({ path: image(8192), io });
+    await expect(backend.discard(0, 4096)).rejects.toThrow('I/O error');
+    expect(backend.canUnmap).toBe(true);
+    await backend.close();
+  });
+});
+
+describe('FileBackend direct I/O', () => {
+  async function openDirect(path: string): Promise<FileBackend | undefined> {
+    try {
+      return await openFileBackend({ path, direct: true });
+    } catch (error) {
+      if ((error as { code?: string }).code === 'BLK_IMAGE_OPEN') return undefined;
+      throw error;
+    }
+  }
+
+  it('moves data with O_DIRECT, bouncing unaligned guest buffers', async (context) => {
+    const path = image(1 << 20, 0x21);
+    const backend = await openDirect(path);
+    if (!backend) context.skip(`O_DIRECT is not supported under ${dir}`);
+    const io = await nodeFileIo();
+    expect(backend!.directAlignment).toBe(512);
+    // Unaligned memory: an odd offset into a buffer.
+    const unaligned = new Uint8Array(8192 + 1).subarray(1).fill(0x42);
+    await backend!.write(4096, [unaligned]);
+    expect(backend!.stats.bounced).toBe(1);
+    // Aligned memory goes straight to the kernel.
+    const aligned = io.alignedBuffer!(4096, 4096);
+    await backend!.read(4096, [aligned]);
+    expect(backend!.stats.bounced).toBe(1);
+    expect(aligned.every((b) => b === 0x42)).toBe(true);
+    const odd = [new Uint8Array(100 + 412 + 1).subarray(1, 101), new Uint8Array(412)];
+    await backend!.read(0, odd);
+    expect(backend!.stats.bounced).toBe(2);
+    expect(odd[0]!.every((b) => b === 0x21)).toBe(true);
+    await backend!.flush();
+    await backend!.close();
+    expect(readFileSync(path)[4096 + 8191]).toBe(0x42);
+  });
+});
+
+describe('BlockDevice over a file', () => {
+  it('serves requests from a real image, FLUSH reaching fdatasync', async () => {
+    const { io, calls } = await spyIo();
+    const path = image(1 << 20);
+    const backend = await openFileBackend({ path, io });
+    const device = new BlockDevice({ backend, serial: 'file-disk' });
+    for (const layout of ['split', 'packed'] as const) {
+      const driver = await TestDriver.create(device, { layout });
+      const data = new Uint8Array(4096).fill(layout === 'split' ? 1 : 2);
+      expect((await blkRequest(driver, 0, [header(T.OUT, 8), data], [1])).status).toBe(0);
+      const read = await blkRequest(driver, 0, [header(T.IN, 8)], [4096, 1]);
+      expect(read.data).toEqual(data);
+      calls.length = 0;
+      expect((await blkRequest(driver, 0, [header(T.FLUSH)], [1])).status).toBe(BlkStatus.OK);
+      expect(calls).toEqual(['fdatasync']);
+      const discard = await blkRequest(
+        driver,
+        0,
+        [header(T.DISCARD), segments({ sector: 8, sectors: 8 })],
+        [1],
+      );
+      expect(discard.status).toBe(BlkStatus.OK);
+      await driver.reset();
+    }
+    await device.close();
+    expect(
+      readFileSync(path)
+        .subarray(4096, 8192)
+        .every((b) => b === 0),
+    ).toBe(true);
+  });
+
+  it('refuses writes to a read-only image', async () => {
+    const path = image(64 * 1024, 4);
+    const device = new BlockDevice({ backend: await openFileBackend({ path, readOnly: true }) });
+    const driver = await TestDriver.create(device);
+    const reply = await blkRequest(driver, 0, [header(T.OUT, 0), new Uint8Array(512)], [1]);
+    expect(reply.status).toBe(BlkStatus.IOERR);
+    expect((await blkRequest(driver, 0, [header(T.IN, 0)], [513])).data[0]).toBe(4);
+    await device.close();
+    expect(readFileSync(path).every((b) => b === 4)).toBe(true);
+  });
+});
