@@ -165,6 +165,7 @@ export {
   getVnetHeaderSize,
   openTap,
   setTapOffload,
+  setTapQueueEnabled,
   setVnetHeaderSize,
   type TapDevice,
   type TapOptions,

@@ -20,6 +20,7 @@ import {
   getVnetHeaderSize,
   openTap,
   setTapOffload,
+  setTapQueueEnabled,
   setVnetHeaderSize,
   tunFeatures,
 } from './tap.js';
@@ -210,6 +211,12 @@ describe('TUN/TAP', () => {
         expect(queue.flags & (IFF_MULTI_QUEUE | IFF_VNET_HDR)).toBe(IFF_MULTI_QUEUE);
       }
       expect(tunFeatures() & IFF_MULTI_QUEUE).toBe(IFF_MULTI_QUEUE);
+      setTapQueueEnabled(queues[1]!.fd, false);
+      // Detaching twice is refused by the kernel: proof the first call took effect.
+      expect(() => setTapQueueEnabled(queues[1]!.fd, false)).toThrow(
+        expect.objectContaining({ code: 'EINVAL', syscall: 'ioctl(TUNSETQUEUE)' }),
+      );
+      setTapQueueEnabled(queues[1]!.fd, true);
     } finally {
       for (const queue of queues) close(queue.fd);
     }

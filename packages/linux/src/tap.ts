@@ -7,6 +7,8 @@
  */
 
 import {
+  IFF_ATTACH_QUEUE,
+  IFF_DETACH_QUEUE,
   IFF_MULTI_QUEUE,
   IFF_NO_PI,
   IFF_TAP,
@@ -20,6 +22,7 @@ import {
   TUNGETVNETHDRSZ,
   TUNSETIFF,
   TUNSETOFFLOAD,
+  TUNSETQUEUE,
   TUNSETVNETHDRSZ,
 } from './constants.js';
 import { LinuxError } from './errors.js';
@@ -147,6 +150,17 @@ export function getVnetHeaderSize(fd: number): number {
 export function setTapOffload(fd: number, offloads: number): void {
   // The argument is the flags value itself, not a pointer.
   ioctl(fd, TUNSETOFFLOAD, offloads, 'TUNSETOFFLOAD');
+}
+
+/**
+ * Enables or disables one queue of a multi-queue TAP (`TUNSETQUEUE` with `IFF_ATTACH_QUEUE` or
+ * `IFF_DETACH_QUEUE`): a disabled queue keeps its descriptor but the kernel stops steering frames
+ * to it, as when the guest uses fewer queue pairs (`VIRTIO_NET_CTRL_MQ`).
+ */
+export function setTapQueueEnabled(fd: number, enabled: boolean): void {
+  const request = ifreq();
+  new DataView(request.buffer).setUint16(16, enabled ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE, true);
+  ioctl(fd, TUNSETQUEUE, request, 'TUNSETQUEUE');
 }
 
 /** The `IFF_*` flags this kernel's TUN/TAP driver supports (`TUNGETFEATURES`). */
