@@ -96,6 +96,7 @@ export type ViolationCode =
   | 'INDIRECT_OUT_OF_MEMORY'
   | 'RING_OUT_OF_MEMORY'
   | 'BUFFER_ID_OUT_OF_RANGE'
+  | 'BUFFER_ID_IN_USE'
   | 'USED_LENGTH_TOO_LARGE'
   // Configuration and status (§2.1, §3.1, transports §4)
   | 'STATUS_ORDER'

@@ -71,7 +71,9 @@ export interface DeviceQueue {
   hasAvailable(): boolean;
   /**
    * Returns a chain to the driver, stating how many bytes the device wrote into it. The element
-   * becomes visible to the driver at the next {@link publishUsed}.
+   * becomes visible to the driver at the next {@link publishUsed}. Throws a `DEVICE_STATE` error
+   * for a chain that is not in flight on this queue (returned twice, or from another queue): that
+   * is a device bug, not a guest one. A broken queue still accepts chains popped before it broke.
    */
   addUsed(chain: DescriptorChain, writtenLength: number): void;
   /**
@@ -86,11 +88,15 @@ export interface DeviceQueue {
    * buffers arrived in between, in which case the caller must process again.
    */
   enableNotifications(): boolean;
-  /** The device's position in the ring (see {@link QueuePosition}). */
+  /**
+   * The device's position in the ring (see {@link QueuePosition}). It counts used elements not yet
+   * published: call {@link publishUsed} first.
+   */
   position(): QueuePosition;
   /**
-   * Stops the queue: later calls to {@link addUsed} and {@link publishUsed} do nothing. Core
-   * calls this on reset so completions of requests still in flight never reach a reset ring.
+   * Stops the queue: it no longer touches the ring (pop returns null; addUsed, publishUsed and the
+   * notification calls do nothing). Core calls this on reset so completions of requests still in
+   * flight never reach a reset ring.
    */
   detach(): void;
 }
