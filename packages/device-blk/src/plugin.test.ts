@@ -1,0 +1,105 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DeviceRegistry, DeviceType, parseDeviceArgument } from '@virtkit/core';
+import { TestDriver } from '@virtkit/core/testing';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FileBackend } from './backends/file.js';
+import { MemoryBackend } from './backends/memory.js';
+import { BlkConfig, BlkFeature, BlkRequestType as T } from './constants.js';
+import { BlockDevice } from './device.js';
+import { blkPlugin, parseSize } from './plugin.js';
+import { blkRequest, header } from './test-support.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'virtkit-blk-plugin-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function registry(): DeviceRegistry {
+  const r = new DeviceRegistry();
+  r.register(blkPlugin);
+  return r;
+}
+
+describe('blkPlugin', () => {
+  it('registers as blk, a block device', () => {
+    expect(blkPlugin.meta.name).toBe('blk');
+    expect(blkPlugin.deviceType).toBe(DeviceType.BLOCK);
+    expect(registry().names()).toEqual(['blk']);
+  });
+
+  it('creates a file disk from command-line options', async () => {
+    const path = join(dir, 'cli.img');
+    writeFileSync(path, new Uint8Array(1 << 20));
+    const { type, options } = parseDeviceArgument(
+      `blk,path=${path},readonly=on,serial=root-disk,queues=2,queue_size=64,discard=off`,
+    );
+    const device = (await registry().create(type, options)) as BlockDevice;
+    expect(device).toBeInstanceOf(BlockDevice);
+    expect(device.backend).toBeInstanceOf(FileBackend);
+    expect(device.backend.readOnly).toBe(true);
+    expect(device.queues).toEqual([{ maxSize: 64 }, { maxSize: 64 }]);
+    expect(device.features & (1n << BigInt(BlkFeature.RO))).not.toBe(0n);
+    expect(device.features & (1n << BigInt(BlkFeature.MQ))).not.toBe(0n);
+    expect(device.features & (1n << BigInt(BlkFeature.DISCARD))).toBe(0n);
+    const driver = await TestDriver.create(device);
+    const id = await blkRequest(driver, 1, [header(T.GET_ID)], [20, 1]);
+    expect(new TextDecoder().decode(id.data).replace(/\0+$/, '')).toBe('root-disk');
+    await device.close();
+  });
+
+  it('creates an in-memory disk with a size suffix and block sizes', async () => {
+    const device = (await registry().create('blk', {
+      backend: 'memory',
+      size: '4M',
+      logical_block_size: '4096',
+      physical_block_size: '8192',
+      write_cache: 'off',
+    })) as BlockDevice;
+    expect(device.backend).toBeInstanceOf(MemoryBackend);
+    expect(device.backend.capacity).toBe(4 << 20);
+    expect(device.config.getU32(BlkConfig.BLK_SIZE)).toBe(4096);
+    expect(device.config.getU8(BlkConfig.TOPOLOGY_PHYSICAL_BLOCK_EXP)).toBe(1);
+    expect(device.config.getU8(BlkConfig.WRITEBACK)).toBe(0);
+  });
+
+  it.each([
+    [{}, /needs path/],
+    [{ path: 'x.img', size: '1M' }, /size is for backend=memory/],
+    [{ backend: 'memory' }, /needs size/],
+    [{ backend: 'memory', size: '1M', path: 'x' }, /path is for the file backend/],
+    [{ backend: 'memory', size: '1M', direct: 'on' }, /direct is for the file backend/],
+    [{ backend: 'memory', size: '1000' }, /not a positive multiple of 512/],
+    [{ backend: 'memory', size: '1M', serial: 'a-serial-that-is-too-long' }, /at most 20/],
+    [{ backend: 'memory', size: '1M', queue_size: '100' }, /power of two/],
+    [{ backend: 'memory', size: '1M', queues: '17' }, /from 1 to 16/],
+    [{ backend: 'memory', size: '1M', logical_block_size: '1536' }, /power of two/],
+    [
+      { backend: 'memory', size: '1M', physical_block_size: '512', logical_block_size: '1024' },
+      /physical_block_size/,
+    ],
+    [{ backend: 'memory', size: '12Q' }, /size/],
+    [{ backend: 'memory', size: '99999999999T' }, /not a number of bytes/],
+    [{ path: 'x.img', cache: 'none' }, /unknown option 'cache'/],
+  ])('refuses %o', async (options, message) => {
+    await expect(registry().create('blk', options)).rejects.toThrow(message);
+  });
+
+  it('refuses an image whose size is not a multiple of the logical block size', async () => {
+    const path = join(dir, 'odd.img');
+    writeFileSync(path, new Uint8Array(3 * 512));
+    await expect(
+      registry().create('blk', { path, logical_block_size: 1024 }),
+    ).rejects.toMatchObject({
+      code: 'BLK_IMAGE_SIZE',
+    });
+    expect(readFileSync(path).length).toBe(1536);
+  });
+
+  it('parses sizes with binary suffixes', () => {
+    expect(parseSize('4096')).toBe(4096);
+    expect(parseSize('64k')).toBe(65536);
+    expect(parseSize('2G')).toBe(2 ** 31);
+    expect(parseSize('1T')).toBe(2 ** 40);
+    expect(() => parseSize('1.5G')).toThrow(/not a number of bytes/);
+  });
+});
