@@ -5,7 +5,10 @@ import { describe, expect, it } from 'vitest';
 // so the README's example is always the tested code.
 describe('core README example', () => {
   it('is exactly examples/rng-device/src/device.ts', () => {
-    const readme = readFileSync(new URL('../../../packages/core/README.md', import.meta.url), 'utf8');
+    const readme = readFileSync(
+      new URL('../../../packages/core/README.md', import.meta.url),
+      'utf8',
+    );
     const marker = '<!-- example: examples/rng-device/src/device.ts -->';
     const start = readme.indexOf(marker);
     expect(start, 'README marker present').toBeGreaterThan(-1);
