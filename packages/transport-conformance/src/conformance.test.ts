@@ -25,9 +25,10 @@ import {
   linuxInit,
 } from './linux-init.js';
 import { mmioCase } from './mmio-driver.js';
+import { pciIntxCase, pciMsixCase } from './pci-driver.js';
 
-/** Transports under test. The PCI transport adds `pci-msix` and `pci-intx` here. */
-const cases: TransportCase[] = [mmioCase];
+/** Transports under test. */
+const cases: TransportCase[] = [mmioCase, pciMsixCase, pciIntxCase];
 const layouts: RingLayout[] = ['split', 'packed'];
 
 const { ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK, FAILED } = DeviceStatus;
