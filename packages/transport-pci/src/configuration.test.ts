@@ -184,14 +184,24 @@ describe('BAR sizing and programming', () => {
       () =>
         new PciConfiguration({
           ...base,
-          bars: [{ kind: 'mem64', size: 16 }, { kind: 'mem32', size: 16 }],
+          bars: [
+            { kind: 'mem64', size: 16 },
+            { kind: 'mem32', size: 16 },
+          ],
         }),
     ).toThrow(/upper half/);
     expect(
       () =>
         new PciConfiguration({
           ...base,
-          bars: [undefined, undefined, undefined, undefined, undefined, { kind: 'mem64', size: 16 }],
+          bars: [
+            undefined,
+            undefined,
+            undefined,
+            undefined,
+            undefined,
+            { kind: 'mem64', size: 16 },
+          ],
         }),
     ).toThrow(/upper half/);
   });
