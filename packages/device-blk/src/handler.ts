@@ -111,7 +111,17 @@ export class RequestHandler {
 
   #start(chain: DescriptorChain): void {
     const context = this.#context;
-    const parsed = parseRequest(chain, context.rules);
+    let parsed: ReturnType<typeof parseRequest>;
+    try {
+      parsed = parseRequest(chain, context.rules);
+    } catch (error) {
+      // Not reachable for chains a queue hands out (their memory was checked); if it happens
+      // anyway, the guest still gets its chain back and the device keeps going.
+      context.log(`virtio-blk queue ${this.queue.index}: cannot parse request: ${String(error)}`);
+      this.stats.rejected++;
+      this.#complete(chain, undefined, Status.IOERR, 0);
+      return;
+    }
     if (parsed.violation) {
       context.reportViolation({ ...parsed.violation, queue: this.queue.index, needsReset: false });
     }
@@ -212,12 +222,19 @@ export class RequestHandler {
     lengthOnSuccess: number,
   ): void {
     let length = 0;
-    if (statusAddress !== undefined) {
-      chain.memory.writeU8(statusAddress, status);
-      length = status === Status.OK ? lengthOnSuccess : 1;
+    try {
+      if (statusAddress !== undefined) {
+        chain.memory.writeU8(statusAddress, status);
+        length = status === Status.OK ? lengthOnSuccess : 1;
+      }
+      this.queue.addUsed(chain, length);
+      this.#unpublished = true;
+    } catch (error) {
+      // Completions may run on a later tick: an exception here would be an unhandled rejection.
+      this.#context.log(
+        `virtio-blk queue ${this.queue.index}: cannot complete request: ${String(error)}`,
+      );
     }
-    this.queue.addUsed(chain, length);
-    this.#unpublished = true;
   }
 
   #schedulePublish(): void {
