@@ -589,6 +589,9 @@ export class VirtioPciFunction implements PciFunction {
     const offset = c.getU32(cap + VirtioPciCap.OFFSET);
     const length = c.getU32(cap + VirtioPciCap.LENGTH);
     const data = cap + VirtioPciCap.PCI_CFG_DATA;
+    // Length 0 (as after reset) means no access was set up: a dump of configuration space
+    // (lspci -xxx, sysfs) touches pci_cfg_data and must not count as a driver mistake.
+    if (length === 0) return;
     // §4.1.4.9.1: length 1, 2 or 4, offset a multiple of length, inside the BAR.
     if (
       bar !== this.barIndex ||
