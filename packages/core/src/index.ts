@@ -7,9 +7,9 @@
  * @packageDocumentation
  */
 
-export type { ConfigSpaceOptions, ConfigWriteHandler, WritableRange } from './config-space.js';
-export { accessValue, setAccessValue } from './bus.js';
 export type { BusDevice } from './bus.js';
+export { accessValue, setAccessValue } from './bus.js';
+export type { ConfigSpaceOptions, ConfigWriteHandler, WritableRange } from './config-space.js';
 export { ConfigSpace } from './config-space.js';
 export {
   DESCRIPTOR_SIZE,
