@@ -103,3 +103,24 @@ describe('blkPlugin', () => {
     expect(() => parseSize('1.5G')).toThrow(/not a number of bytes/);
   });
 });
+
+describe('README example', () => {
+  it('runs as written (with a temp image)', async () => {
+    const path = join(dir, 'readme.img');
+    writeFileSync(path, new Uint8Array(1 << 20));
+    const registry = new DeviceRegistry();
+    registry.register(blkPlugin);
+    const disk = await registry.create('blk', { path, serial: 'root', queues: 2 });
+    const driver = await TestDriver.create(disk);
+    const header = (type: number, sector: number) => {
+      const bytes = new Uint8Array(16);
+      new DataView(bytes.buffer).setUint32(0, type, true);
+      new DataView(bytes.buffer).setBigUint64(8, BigInt(sector), true);
+      return bytes;
+    };
+    await driver.send(0, { readable: [header(1, 8), new Uint8Array(512).fill(7)], writable: [1] });
+    const { written } = await driver.send(0, { readable: [header(0, 8)], writable: [512, 1] });
+    expect(written).toEqual(Uint8Array.of(...new Array(512).fill(7), 0));
+    await (disk as BlockDevice).close();
+  });
+});
