@@ -1,0 +1,95 @@
+/**
+ * One disk, three ways to serve it: our vhost-user-blk backend, qemu-storage-daemon's
+ * vhost-user-blk export, or QEMU's built-in virtio-blk. The scenario and the benchmark attach a
+ * disk the same way whichever serves it.
+ */
+
+import { join } from 'node:path';
+import { startStorageDaemon, startVirtkitBackend, type VhostUserBackend } from './backend.js';
+import type { BlkAttachment } from './qemu.js';
+
+/** Who serves a disk to the guest. */
+export type BlkServer = 'virtkit' | 'qsd' | 'builtin';
+
+/** Human names of {@link BlkServer}s. */
+export const BLK_SERVER_NAMES: Readonly<Record<BlkServer, string>> = {
+  virtkit: 'virtkit vhost-user-blk',
+  qsd: 'qemu-storage-daemon vhost-user-blk',
+  builtin: 'QEMU built-in virtio-blk',
+};
+
+/** Options of {@link attachBlk}. */
+export interface AttachBlkOptions {
+  readonly image: string;
+  /** Directory for the vhost-user socket. */
+  readonly socketDir: string;
+  readonly readonly?: boolean;
+  readonly queues?: number;
+  readonly packed?: boolean;
+  /** QEMU reconnects to a vhost-user backend that went away, every this many seconds. */
+  readonly reconnect?: number;
+  readonly onOutput?: (text: string) => void;
+}
+
+/** A disk ready to be given to {@link guestVmCommand}, and its backend process if any. */
+export interface AttachedBlk {
+  readonly attachment: BlkAttachment;
+  readonly backend: VhostUserBackend | undefined;
+  /** Stops the backend (if any). */
+  close(): Promise<void>;
+}
+
+/** Starts the backend for `server` (none for built-in) and describes the QEMU device. */
+export async function attachBlk(
+  server: BlkServer,
+  options: AttachBlkOptions,
+): Promise<AttachedBlk> {
+  const device = {
+    ...(options.queues !== undefined ? { numQueues: options.queues } : {}),
+    ...(options.packed ? { packed: true } : {}),
+  };
+  if (server === 'builtin') {
+    return {
+      attachment: {
+        kind: 'builtin',
+        image: options.image,
+        cache: 'none',
+        ...(options.readonly ? { readonly: true } : {}),
+        ...device,
+      },
+      backend: undefined,
+      close: async () => {},
+    };
+  }
+  const socket = join(options.socketDir, `${server}-blk.sock`);
+  const backend =
+    server === 'virtkit'
+      ? await startVirtkitBackend({
+          socket,
+          device: [
+            'blk',
+            `path=${options.image}`,
+            ...(options.readonly ? ['readonly=on'] : []),
+            ...(options.queues !== undefined ? [`queues=${options.queues}`] : []),
+          ].join(','),
+          ...(options.onOutput ? { onOutput: options.onOutput } : {}),
+        })
+      : await startStorageDaemon({
+          socket,
+          image: options.image,
+          ...(options.readonly ? { readonly: true } : {}),
+          ...(options.queues !== undefined ? { numQueues: options.queues } : {}),
+        });
+  return {
+    attachment: {
+      kind: 'vhost-user',
+      socket,
+      ...device,
+      ...(options.reconnect !== undefined ? { reconnect: options.reconnect } : {}),
+    },
+    backend,
+    close: async () => {
+      await backend.stop();
+    },
+  };
+}
