@@ -329,6 +329,26 @@ describe('BlockDevice over a file', () => {
     ).toBe(true);
   });
 
+  it('does zero-copy I/O into SharedArrayBuffer guest memory in two regions', async () => {
+    const path = image(1 << 20, 6);
+    const device = new BlockDevice({ backend: await openFileBackend({ path }) });
+    const driver = await TestDriver.create(device, { memory: { shared: true, regions: 2 } });
+    expect(driver.memory.regions[0]!.bytes.buffer).toBeInstanceOf(SharedArrayBuffer);
+    // The harness spreads buffers over both regions, so one request spans them.
+    const data = Uint8Array.from({ length: 2048 }, (_, i) => i & 0xff);
+    const write = await blkRequest(
+      driver,
+      0,
+      [header(T.OUT, 4), data.subarray(0, 1024), data.subarray(1024)],
+      [1],
+    );
+    expect(write.status).toBe(BlkStatus.OK);
+    const read = await blkRequest(driver, 0, [header(T.IN, 4)], [1024, 1024, 1]);
+    expect(read.data).toEqual(data);
+    await device.close();
+    expect(readFileSync(path).subarray(2048, 4096)).toEqual(Buffer.from(data));
+  });
+
   it('refuses writes to a read-only image', async () => {
     const path = image(64 * 1024, 4);
     const device = new BlockDevice({ backend: await openFileBackend({ path, readOnly: true }) });
