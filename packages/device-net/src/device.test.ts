@@ -1,5 +1,5 @@
-import { featureBit } from '@virtkit/core';
-import { TestDriver } from '@virtkit/core/testing';
+import { DeviceController, DeviceStatus, featureBit, SplitDriverQueue } from '@virtkit/core';
+import { createTestMemory, FakeInterrupt, TestDriver } from '@virtkit/core/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMemoryPair, type MemoryBackend } from './backends/memory.js';
 import {
@@ -312,6 +312,12 @@ describe('feature negotiation (§5.1.3.1)', () => {
     expect(reply.written).toEqual(concat(header({ numBuffers: 1 }), frame));
     await driver.send(TX0, { readable: [header(), frame] });
     expect(await wire.next()).toEqual(frame);
+    // No control queue was negotiated: queue 2 is not one, a buffer there is not answered.
+    driver.post(2, { readable: [Uint8Array.of(0, 0, 0)], writable: [1] });
+    driver.kick(2, true);
+    await sleep(5);
+    expect(driver.collect(2)).toEqual([]);
+    expect(device.stats.ctrlOk + device.stats.ctrlErr).toBe(0);
   });
 });
 
@@ -607,5 +613,81 @@ describe('reset', () => {
     const frame = ethernet({ payloadLength: 99 });
     wire.inject(frame);
     expect((await driver.wait(RX0, token!)).written.subarray(12)).toEqual(frame);
+  });
+});
+
+describe('legacy header layout (§5.1.6.1)', () => {
+  // TestDriver always negotiates VERSION_1; a transitional transport may not. Drive the
+  // controller directly with a driver that leaves VERSION_1 (and MRG_RXBUF) out.
+  async function legacyDriver(accepted: bigint) {
+    const [backend, wire] = createMemoryPair();
+    const device = new NetDevice({ backend, mac: GUEST_MAC });
+    open.push(device);
+    const guest = createTestMemory({ size: 4 << 20 });
+    const interrupt = new FakeInterrupt();
+    const controller = new DeviceController(device, {
+      memory: guest.memory,
+      interrupt,
+      requireVersion1: false,
+    });
+    await controller.writeStatus(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER);
+    controller.writeDriverFeatures(accepted & device.features);
+    await controller.writeStatus(
+      DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK,
+    );
+    const queues = [0, 1].map((index) => {
+      const queue = new SplitDriverQueue<number>(guest.memory, {
+        index,
+        size: 16,
+        eventIdx: false,
+        indirect: false,
+        allocate: (bytes, align) => guest.allocate(bytes, align),
+      });
+      controller.writeQueueSize(index, 16);
+      controller.writeQueueAddress64(index, 'desc', queue.descAddr);
+      controller.writeQueueAddress64(index, 'driver', queue.driverAddr);
+      controller.writeQueueAddress64(index, 'device', queue.deviceAddr);
+      controller.writeQueueReady(index, true);
+      return queue;
+    });
+    await controller.writeStatus(LIVE);
+    expect(controller.status).toBe(LIVE);
+    return { controller, queues, guest, wire, device };
+  }
+  const LIVE =
+    DeviceStatus.ACKNOWLEDGE |
+    DeviceStatus.DRIVER |
+    DeviceStatus.FEATURES_OK |
+    DeviceStatus.DRIVER_OK;
+
+  it.each([
+    ['without MRG_RXBUF: 10 bytes', bit(NetFeature.MAC), 10],
+    ['with MRG_RXBUF: 12 bytes', bit(NetFeature.MAC) | bit(NetFeature.MRG_RXBUF), 12],
+  ])('%s', async (_name, accepted, size) => {
+    const { controller, queues, guest, wire, device } = await legacyDriver(accepted);
+    expect(controller.negotiatedFeatures & featureBit(32)).toBe(0n);
+    // Receive: the header is `size` bytes, then the frame.
+    const rxAddr = guest.allocate(1600, 8);
+    queues[0]!.add([], [{ addr: rxAddr, len: 1600 }], 1);
+    queues[0]!.publish();
+    controller.notify(0);
+    const frame = ethernet({ payloadLength: 100 });
+    wire.inject(frame);
+    await until(() => device.stats.rxFrames === 1, 1000, 'frame received');
+    const used = queues[0]!.takeUsed();
+    expect(used?.len).toBe(size + frame.length);
+    const got = new Uint8Array(size + frame.length);
+    guest.memory.read(rxAddr, got);
+    expect(got.subarray(0, 10)).toEqual(new Uint8Array(10));
+    if (size === 12) expect([...got.subarray(10, 12)]).toEqual([1, 0]);
+    expect(got.subarray(size)).toEqual(frame);
+    // Transmit: a `size`-byte header, then the frame.
+    const txBytes = concat(new Uint8Array(size), frame);
+    const txAddr = guest.allocate(txBytes.length, 8);
+    guest.memory.write(txAddr, txBytes);
+    queues[1]!.add([{ addr: txAddr, len: txBytes.length }], [], 2);
+    queues[1]!.publish();
+    controller.notify(1);
+    expect(await wire.next()).toEqual(frame);
   });
 });

@@ -21,6 +21,7 @@ import {
   ETH_HLEN,
   MAX_FRAME_SIZE,
   NET_ERR,
+  NET_HDR_F_DATA_VALID,
   NET_HDR_F_NEEDS_CSUM,
   NET_HDR_GSO_ECN,
   NET_HDR_GSO_NONE,
@@ -180,6 +181,8 @@ export class NetHandler {
   readonly #held: (Uint8Array | null)[];
   readonly #reserved: DescriptorChain[][];
   readonly #touchedRx = new Set<number>();
+  /** Whether kicks are enabled on each receive queue (they are at ring setup). */
+  readonly #rxNotifying: boolean[];
   #pumping = false;
   #pumpAgain = false;
   #pumpDeferred = false;
@@ -206,8 +209,9 @@ export class NetHandler {
     this.#headerSize = netHeaderSize(options.features);
     this.#mergeable = this.#has(NetFeature.MRG_RXBUF);
     this.#usablePairs = this.#has(NetFeature.MQ) ? options.maxPairs : 1;
-    // §5.1.2: the control queue follows the last pair the driver can use.
-    this.#controlIndex = 2 * this.#usablePairs;
+    // §5.1.2: the control queue follows the last pair the driver can use, and exists only
+    // with CTRL_VQ (-1: kicks on that index are not control commands).
+    this.#controlIndex = this.#has(NetFeature.CTRL_VQ) ? 2 * this.#usablePairs : -1;
     this.#mtuLimit = this.#has(NetFeature.MTU)
       ? options.mtu + ETH_HLEN + VLAN_HLEN
       : MAX_FRAME_SIZE;
@@ -215,6 +219,7 @@ export class NetHandler {
     this.#held = new Array<Uint8Array | null>(channels).fill(null);
     this.#txBlocked = new Array<boolean>(channels).fill(false);
     this.#reserved = Array.from({ length: this.#usablePairs }, () => []);
+    this.#rxNotifying = new Array<boolean>(this.#usablePairs).fill(true);
     this.#txPending = new Array<DescriptorChain | undefined>(this.#usablePairs).fill(undefined);
     this.#txBusy = new Array<boolean>(this.#usablePairs).fill(false);
     this.#txAgain = new Array<boolean>(this.#usablePairs).fill(false);
@@ -225,7 +230,7 @@ export class NetHandler {
     return this.#activePairs;
   }
 
-  /** Index of the control queue for the negotiated features. */
+  /** Index of the control queue for the negotiated features (-1 without CTRL_VQ). */
   get controlIndex(): number {
     return this.#controlIndex;
   }
@@ -389,7 +394,7 @@ export class NetHandler {
       this.#stats.rxChecksumsCompleted++;
     }
     // Without GUEST_CSUM flags must be zero; RSC_INFO needs RSC_EXT, which is never offered.
-    header.flags = guestCsum ? header.flags & (NET_HDR_F_NEEDS_CSUM | 2) : 0;
+    header.flags = guestCsum ? header.flags & (NET_HDR_F_NEEDS_CSUM | NET_HDR_F_DATA_VALID) : 0;
     if (!guestCsum) {
       header.csumStart = 0;
       header.csumOffset = 0;
@@ -411,7 +416,7 @@ export class NetHandler {
     const needed = this.#headerSize + payload.length;
     const reserved = this.#reserved[pair]!;
     for (;;) {
-      const chain = reserved.pop() ?? this.#popReceive(queue);
+      const chain = reserved.pop() ?? this.#popReceive(pair, queue);
       if (!chain) return 'wait';
       if (!this.#usableReceiveChain(pair, queue, chain, this.#headerSize + ETH_HLEN)) continue;
       if (chain.writableLength < needed) {
@@ -449,7 +454,7 @@ export class NetHandler {
         this.#stats.rxDroppedSize++;
         return 'done';
       }
-      const chain = this.#popReceive(queue);
+      const chain = this.#popReceive(pair, queue);
       if (!chain) return 'wait';
       if (!this.#usableReceiveChain(pair, queue, chain, this.#headerSize)) continue;
       reserved.push(chain);
@@ -505,11 +510,23 @@ export class NetHandler {
     return false;
   }
 
-  /** Pops a receive chain; when there is none, asks for a kick (and re-checks, so none is lost). */
-  #popReceive(queue: DeviceQueue): DescriptorChain | null {
-    const chain = queue.pop();
-    if (chain) return chain;
-    return queue.enableNotifications() ? queue.pop() : null;
+  /**
+   * Pops a receive chain. Kicks on a receive queue matter only while a frame waits for buffers,
+   * so they are asked for when the queue runs dry (re-checking, so none is lost) and turned off
+   * again once buffers flow (QEMU's virtio-net does the same).
+   */
+  #popReceive(pair: number, queue: DeviceQueue): DescriptorChain | null {
+    let chain = queue.pop();
+    if (!chain && queue.enableNotifications()) chain = queue.pop();
+    if (!chain) {
+      this.#rxNotifying[pair] = true;
+      return null;
+    }
+    if (this.#rxNotifying[pair]) {
+      queue.disableNotifications();
+      this.#rxNotifying[pair] = false;
+    }
+    return chain;
   }
 
   #received(pair: number, bytes: number): void {
