@@ -6,7 +6,7 @@
 
 import { join } from 'node:path';
 import { startStorageDaemon, startVirtkitBackend, type VhostUserBackend } from './backend.js';
-import type { BlkAttachment } from './qemu.js';
+import type { BlkAttachment, NetAttachment } from './qemu.js';
 
 /** Who serves a disk to the guest. */
 export type BlkServer = 'virtkit' | 'qsd' | 'builtin';
@@ -88,6 +88,72 @@ export async function attachBlk(
       ...(options.reconnect !== undefined ? { reconnect: options.reconnect } : {}),
     },
     backend,
+    close: async () => {
+      await backend.stop();
+    },
+  };
+}
+
+/** Who serves a guest's network interface: our vhost-user net, or QEMU's virtio-net on TAP. */
+export type NetServer = 'virtkit' | 'builtin';
+
+/** Human names of {@link NetServer}s. */
+export const NET_SERVER_NAMES: Readonly<Record<NetServer, string>> = {
+  virtkit: 'virtkit vhost-user net (TAP backend)',
+  builtin: 'QEMU built-in virtio-net (TAP, vhost=off)',
+};
+
+/** Options of {@link attachNet}. */
+export interface AttachNetOptions {
+  /** Namespace holding the TAP interface. */
+  readonly netns: string;
+  /** The TAP interface the device sends to and receives from. */
+  readonly tap: string;
+  readonly socketDir: string;
+  readonly mac?: string;
+  readonly reconnect?: number;
+  readonly onOutput?: (text: string) => void;
+}
+
+/** A NIC ready for {@link guestVmCommand}; `qemuNetns` says where QEMU itself must run. */
+export interface AttachedNet {
+  readonly attachment: NetAttachment;
+  readonly backend: VhostUserBackend | undefined;
+  /** QEMU's tap netdev opens the interface by name: QEMU runs in the TAP's namespace. */
+  readonly qemuNetns: string | undefined;
+  close(): Promise<void>;
+}
+
+/** Starts the backend for `server` (none for built-in) and describes the QEMU NIC. */
+export async function attachNet(
+  server: NetServer,
+  options: AttachNetOptions,
+): Promise<AttachedNet> {
+  const mac = options.mac !== undefined ? { mac: options.mac } : {};
+  if (server === 'builtin') {
+    return {
+      attachment: { kind: 'tap', ifname: options.tap, ...mac },
+      backend: undefined,
+      qemuNetns: options.netns,
+      close: async () => {},
+    };
+  }
+  const socket = join(options.socketDir, 'virtkit-net.sock');
+  const backend = await startVirtkitBackend({
+    socket,
+    device: `net,tap=${options.tap}`,
+    netns: options.netns,
+    ...(options.onOutput ? { onOutput: options.onOutput } : {}),
+  });
+  return {
+    attachment: {
+      kind: 'vhost-user',
+      socket,
+      ...mac,
+      ...(options.reconnect !== undefined ? { reconnect: options.reconnect } : {}),
+    },
+    backend,
+    qemuNetns: undefined,
     close: async () => {
       await backend.stop();
     },

@@ -59,7 +59,7 @@ export function resolveVirtkitCli(): CliResolution {
   if (!existsSync(entry)) {
     return {
       ok: false,
-      reason: `${entry} is missing (build it: pnpm --filter @virtkit/cli build)`,
+      reason: `${entry} is missing (build it: pnpm build)`,
     };
   }
   return { ok: true, command: process.execPath, args: [entry] };
