@@ -68,10 +68,11 @@ describe.skipIf(unavailable !== undefined)('stream backend against QEMU -netdev 
         errors += chunk.toString();
       });
       await until(() => ends.every((end) => end.device.linkUp), 5000, `QEMU connected (${errors})`);
+      const [a, b] = ends as [(typeof ends)[number], (typeof ends)[number]];
       for (const [from, to] of [
-        [ends[0]!, ends[1]!],
-        [ends[1]!, ends[0]!],
-      ]) {
+        [a, b],
+        [b, a],
+      ] as const) {
         const token = to.driver.post(0, { writable: [1526] }).token;
         to.driver.kick(0, true);
         const frame = ethernet({ dst: PEER_MAC, payloadLength: 1000 });
