@@ -316,3 +316,12 @@ export function tick(times = 2): Promise<void> {
     ? Promise.resolve()
     : new Promise((resolve) => setImmediate(() => resolve(tick(times - 1))));
 }
+
+/** Waits until `condition` holds (polling I/O callbacks), or fails after `ms`. */
+export async function until(condition: () => boolean, what: string, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}

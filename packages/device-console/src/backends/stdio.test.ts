@@ -1,0 +1,123 @@
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { ConsoleConfig } from '../constants.js';
+import { ConsoleDevice } from '../device.js';
+import { GuestConsole, until } from '../test-support.js';
+import { StdioBackend, type TerminalInput, type TerminalOutput } from './stdio.js';
+
+/** A PassThrough dressed as a terminal's stdin (records raw-mode changes). */
+function fakeStdin(isTTY = true) {
+  const modes: boolean[] = [];
+  const stream = new PassThrough() as PassThrough & { isTTY: boolean; isRaw: boolean };
+  Object.assign(stream, {
+    isTTY,
+    isRaw: false,
+    setRawMode(mode: boolean) {
+      modes.push(mode);
+      stream.isRaw = mode;
+      return stream;
+    },
+  });
+  return { stream: stream as TerminalInput & PassThrough, modes };
+}
+
+/** A PassThrough dressed as a terminal's stdout with a size. */
+function fakeStdout(columns = 80, rows = 24) {
+  const stream = new PassThrough() as PassThrough & { columns: number; rows: number };
+  Object.assign(stream, { isTTY: true, columns, rows });
+  return stream as TerminalOutput & PassThrough & { columns: number; rows: number };
+}
+
+describe('StdioBackend', () => {
+  it('puts a terminal into raw mode while attached and restores it on close', async () => {
+    const stdin = fakeStdin();
+    const exitListeners = process.listenerCount('exit');
+    const backend = new StdioBackend({ stdin: stdin.stream, stdout: fakeStdout() });
+    const device = new ConsoleDevice({ backend });
+    expect(stdin.modes).toEqual([true]);
+    expect(backend.rawMode).toBe(true);
+    expect(process.listenerCount('exit')).toBe(exitListeners + 1); // restores at exit too
+    await device.close();
+    expect(stdin.modes).toEqual([true, false]);
+    expect(process.listenerCount('exit')).toBe(exitListeners);
+    expect(stdin.stream.destroyed).toBe(false); // the process's streams are never ended
+  });
+
+  it('leaves a terminal that was already raw raw', async () => {
+    const stdin = fakeStdin();
+    stdin.stream.setRawMode?.(true);
+    const backend = new StdioBackend({ stdin: stdin.stream, stdout: fakeStdout() });
+    const device = new ConsoleDevice({ backend });
+    await device.close();
+    expect(stdin.modes).toEqual([true, true, true]);
+  });
+
+  it('reports the terminal size and follows SIGWINCH resizes', async () => {
+    const stdout = fakeStdout(100, 30);
+    const device = new ConsoleDevice({
+      backend: new StdioBackend({ stdin: fakeStdin().stream, stdout }),
+    });
+    expect(device.port(0)!.size).toEqual({ cols: 100, rows: 30 });
+    const guest = await GuestConsole.create(device);
+    const before = guest.driver.interrupt.config;
+    stdout.columns = 132;
+    stdout.rows = 50;
+    stdout.emit('resize');
+    expect(device.config.getU16(ConsoleConfig.COLS)).toBe(132);
+    expect(device.config.getU16(ConsoleConfig.ROWS)).toBe(50);
+    expect(guest.driver.interrupt.config).toBe(before + 1);
+    await device.close();
+    stdout.emit('resize'); // after close: not listened to any more
+  });
+
+  it('turns Ctrl-C into SIGINT for the VMM in raw mode and passes the other keys on', async () => {
+    const stdin = fakeStdin();
+    const raised: string[] = [];
+    const backend = new StdioBackend({
+      stdin: stdin.stream,
+      stdout: fakeStdout(),
+      raise: (signal) => raised.push(signal),
+    });
+    const device = new ConsoleDevice({ backend });
+    const guest = await GuestConsole.create(device);
+    guest.postReceive(0, 1, 64);
+    stdin.stream.write(Buffer.from('ab\u0003cd'));
+    await until(() => device.port(0)!.stats.bytesToGuest === 4, 'the keys');
+    expect(await guest.takeReceived(0)).toBe('abcd');
+    expect(raised).toEqual(['SIGINT']);
+    await device.close();
+  });
+
+  it('passes Ctrl-C to the guest with signals off, and on pipes', async () => {
+    for (const options of [{ signals: false }, { tty: false }]) {
+      const stdin = fakeStdin(options.tty ?? true);
+      const raised: string[] = [];
+      const backend = new StdioBackend({
+        stdin: stdin.stream,
+        stdout: fakeStdout(),
+        raise: (signal) => raised.push(signal),
+        ...(options.signals === false ? { signals: false } : {}),
+      });
+      const device = new ConsoleDevice({ backend });
+      const guest = await GuestConsole.create(device);
+      guest.postReceive(0, 1, 64);
+      stdin.stream.write(Buffer.from('\u0003'));
+      await until(() => device.port(0)!.stats.bytesToGuest === 1, 'the key');
+      expect(await guest.takeReceived(0)).toBe('\u0003');
+      expect(raised).toEqual([]);
+      expect(stdin.modes).toEqual(options.tty === false ? [] : [true]);
+      await device.close();
+    }
+  });
+
+  it('writes guest output to stdout', async () => {
+    const stdout = fakeStdout();
+    const device = new ConsoleDevice({
+      backend: new StdioBackend({ stdin: fakeStdin().stream, stdout }),
+    });
+    const guest = await GuestConsole.create(device);
+    await guest.write(0, '\u001b[1mbold\u001b[0m');
+    expect(stdout.read()?.toString()).toBe('\u001b[1mbold\u001b[0m');
+    await device.close();
+  });
+});
