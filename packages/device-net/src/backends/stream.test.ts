@@ -239,6 +239,21 @@ describe('stream backend over a real Unix socket (QEMU -netdev stream framing)',
     expect(client.stats.connections).toBe(2);
   });
 
+  it('keeps retrying a missing server with the link down, saying so once', async () => {
+    const messages: string[] = [];
+    const client = await StreamBackend.open({
+      address: socketPath(),
+      reconnectMs: 5,
+      log: (message) => messages.push(message),
+    });
+    cleanup.push(() => client.close());
+    await sleep(60);
+    expect(client.linkUp).toBe(false);
+    expect(messages).toHaveLength(1);
+    expect(messages[0]).toMatch(/ENOENT.*retrying/);
+    expect(client.send(0, [ethernet()])).toBe('dropped');
+  });
+
   it('reports an address in use when listening', async () => {
     const path = socketPath();
     const first = await StreamBackend.open({ address: path, listen: true });

@@ -102,6 +102,7 @@ export class StreamBackend implements NetBackend {
   #port: NetBackendPort | undefined;
   #closed = false;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastConnectError: string | undefined;
   /** Complete frames waiting for the device. */
   readonly #inbox: Buffer[] = [];
   /** Bytes of a frame (or length prefix) not complete yet. */
@@ -245,7 +246,11 @@ export class StreamBackend implements NetBackend {
       else this.#attachSocket(socket);
     });
     socket.on('error', (error) => {
-      if (!connected) this.#log(`${this.description}: ${error.message}`);
+      // Retried every reconnectMs: say it once, not every second.
+      if (!connected && error.message !== this.#lastConnectError) {
+        this.#lastConnectError = error.message;
+        this.#log(`${this.description}: ${error.message} (retrying)`);
+      }
     });
     socket.once('close', () => {
       if (!connected) this.#scheduleReconnect();
@@ -263,6 +268,7 @@ export class StreamBackend implements NetBackend {
 
   #attachSocket(socket: Socket): void {
     this.#socket = socket;
+    this.#lastConnectError = undefined;
     this.#partial = Buffer.alloc(0);
     this.#paused = false;
     this.stats.connections++;
