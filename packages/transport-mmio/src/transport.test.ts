@@ -302,6 +302,29 @@ describe('queue registers', () => {
     expect(transport.violations.count('REGISTER_ACCESS_INVALID')).toBe(1);
   });
 
+  it('keeps queue configuration fixed while QueueReady is 1, also before DRIVER_OK', () => {
+    negotiate();
+    write(R.QUEUE_SEL, 1);
+    write(R.QUEUE_NUM, 8);
+    write(R.QUEUE_DESC_LOW, 0x1000);
+    write(R.QUEUE_READY, 1);
+    // §4.2.2.2: with QueueReady set the driver must not touch QueueNum or the addresses.
+    write(R.QUEUE_NUM, 4);
+    write(R.QUEUE_DESC_LOW, 0x8000);
+    write(R.QUEUE_DEVICE_HIGH, 1);
+    expect(transport.controller.queue(1)).toMatchObject({
+      size: 8,
+      ready: true,
+      desc: [0x1000, 0],
+      device: [0, 0],
+    });
+    expect(transport.controller.violations.count('QUEUE_CONFIG_AFTER_DRIVER_OK')).toBe(3);
+    // Once the driver disabled it again (allowed before DRIVER_OK) the queue takes setup again.
+    write(R.QUEUE_READY, 0);
+    write(R.QUEUE_NUM, 4);
+    expect(transport.controller.queue(1)).toMatchObject({ size: 4, ready: false });
+  });
+
   it('keeps queue configuration fixed after DRIVER_OK', async () => {
     await bringUp();
     write(R.QUEUE_SEL, 0);
@@ -480,6 +503,17 @@ describe('configuration space', () => {
     expect(transport.controller.violations.count('CONFIG_WRITE_READ_ONLY')).toBe(1);
   });
 
+  it('reads a 64-bit field as two aligned 32-bit halves, and nothing at a misaligned offset', () => {
+    expect(read(R.CONFIG + 4, 4)).toBe(0x1122_3344);
+    // The same bytes at a 16-bit boundary are no field's access (§4.2.2.2).
+    expect(read(R.CONFIG + 2, 4)).toBe(0);
+    expect(read(R.CONFIG + 13, 2)).toBe(0);
+    write(R.CONFIG + 9, 0xffff, 2);
+    expect(device.config.getU32(8)).toBe(0);
+    expect(transport.violations.count('REGISTER_ACCESS_INVALID')).toBe(3);
+    expect(transport.controller.violations.count()).toBe(0);
+  });
+
   it('reads 0 beyond the device config space (counted by the controller)', () => {
     expect(read(R.CONFIG + 16, 4)).toBe(0);
     expect(read(MMIO_WINDOW_SIZE - 4, 4)).toBe(0);
@@ -518,6 +552,9 @@ describe('hostile register accesses', () => {
     ['legacy QueuePFN', 0x040, 4],
     ['QueueReset (RING_RESET not offered)', R.QUEUE_RESET, 4],
     ['a 64-bit config access', R.CONFIG, 8],
+    ['a misaligned 16-bit config access', R.CONFIG + 1, 2],
+    ['a 32-bit config access at a 16-bit boundary', R.CONFIG + 2, 4],
+    ['a 32-bit config access at an odd offset', R.CONFIG + 5, 4],
     ['a config access crossing the end of the window', MMIO_WINDOW_SIZE - 2, 4],
     ['an access beyond the window', MMIO_WINDOW_SIZE, 1],
     ['a negative offset', -4, 4],

@@ -83,9 +83,10 @@ const UNSUPPORTED_FEATURES: readonly [number, string][] = [[Feature.RING_RESET, 
  * {@link read} / {@link write}.
  *
  * Registers below 0x100 take 32-bit aligned accesses only (§4.2.2.2); the configuration space
- * at 0x100 takes 8-, 16- and 32-bit accesses. Anything else the guest does wrong (another width
- * or alignment, an unknown register, reading a write-only register, writing a read-only one) reads
- * as 0 or is ignored, and is counted in {@link violations}; it never throws. Protocol misuse the
+ * at 0x100 takes 8-, 16- and 32-bit accesses aligned to their width. Anything else the guest
+ * does wrong (another width or alignment, an unknown register, reading a write-only register,
+ * writing a read-only one) reads as 0 or is ignored, and is counted in {@link violations}; it
+ * never throws. Protocol misuse the
  * controller judges (status order, queue setup after DRIVER_OK...) is counted in
  * `controller.violations`.
  *
@@ -388,19 +389,24 @@ export class MmioTransport implements BusDevice {
     return false;
   }
 
-  /** True if an access at or above 0x100 is an 8-, 16- or 32-bit access inside the window. */
+  /**
+   * True if an access at or above 0x100 is an aligned 8-, 16- or 32-bit access inside the
+   * window. §4.2.2.2: 16-bit fields take aligned 16-bit accesses, 32- and 64-bit fields aligned
+   * 32-bit ones, so an access that is not aligned to its width matches no field.
+   */
   #configAccess(offset: number, data: Uint8Array, kind: 'read' | 'write'): boolean {
     const width = data.length;
     if (
       Number.isInteger(offset) &&
       (width === 1 || width === 2 || width === 4) &&
+      offset % width === 0 &&
       offset + width <= MMIO_WINDOW_SIZE
     ) {
       return true;
     }
     if (kind === 'read') data.fill(0);
     this.#invalid(
-      `driver ${kind === 'read' ? 'read' : 'wrote'} ${width} bytes at offset 0x${offset.toString(16)}; configuration space takes 8-, 16- and 32-bit accesses inside the window`,
+      `driver ${kind === 'read' ? 'read' : 'wrote'} ${width} bytes at offset 0x${offset.toString(16)}; configuration space takes aligned 8-, 16- and 32-bit accesses inside the window`,
     );
     return false;
   }
