@@ -2,6 +2,8 @@ import {
   type BusDevice,
   DeviceStatus,
   DeviceType,
+  Feature,
+  featureBit,
   SplitDriverQueue,
   VIRTIO_MSI_NO_VECTOR,
   type VirtioDevice,
@@ -149,10 +151,17 @@ describe('VirtioPciFunction identity', () => {
     expect(busRead(config, PciConfig.CLASS_PROG, 3)).toBe(classCode);
   });
 
-  it('refuses features whose registers it lacks', () => {
+  it.each([
+    [Feature.SR_IOV, 'SR_IOV'],
+    [Feature.NOTIF_CONFIG_DATA, 'NOTIF_CONFIG_DATA'],
+    [Feature.RING_RESET, 'RING_RESET'],
+    [Feature.ADMIN_VQ, 'ADMIN_VQ'],
+  ])('refuses feature %i (%s), whose registers it lacks', (bit, name) => {
+    // NOTIF_CONFIG_DATA, RING_RESET and ADMIN_VQ need common config fields past 0x38
+    // (queue_notify_data, queue_reset, admin_queue_*): Linux checks common_len for them.
     const device = new EchoDevice();
-    Object.defineProperty(device, 'features', { value: 1n << 40n });
-    expect(() => setup({}, device)).toThrow(/RING_RESET/);
+    Object.defineProperty(device, 'features', { value: featureBit(bit) });
+    expect(() => setup({}, device)).toThrow(new RegExp(name));
   });
 });
 
@@ -312,6 +321,21 @@ describe('common configuration', () => {
     expect(fn.controller.queue(0)?.ready).toBe(false);
   });
 
+  it('takes device configuration accesses aligned to their width only (§4.1.3.1)', () => {
+    const { bar, device, fn } = setup();
+    expect(busRead(bar, 0x4000, 2)).toBe(0xffee);
+    expect(busRead(bar, 0x4002, 2)).toBe(0xc0);
+    expect(busRead(bar, 0x4001, 1)).toBe(0xff);
+    expect(fn.violations.count()).toBe(0);
+    expect(busRead(bar, 0x4001, 2)).toBe(0);
+    expect(busRead(bar, 0x4002, 4)).toBe(0);
+    busWrite(bar, 0x4005, 2, 0xffff);
+    busWrite(bar, 0x4006, 4, 0xffff_ffff);
+    expect(device.config.getU32(4)).toBe(0);
+    expect(fn.violations.count('REGISTER_ACCESS_INVALID')).toBe(4);
+    expect(fn.controller.violations.count()).toBe(0);
+  });
+
   it('passes device configuration through with its generation', () => {
     const { bar, device, fn } = setup();
     expect(busRead(bar, 0x4000, 4)).toBe(0xc0ffee);
@@ -348,6 +372,27 @@ describe('common configuration', () => {
     busWrite(config, cap + VirtioPciCap.CFG_TYPE, 1, 1);
     expect(busRead(config, cap + VirtioPciCap.CFG_TYPE, 1)).toBe(5);
     expect(fn.violations.count('CONFIG_WRITE_READ_ONLY')).toBe(1);
+  });
+});
+
+describe('PCI configuration access capability and the ISR', () => {
+  it('reads (and so clears) the ISR through the window, as a BAR read would', async () => {
+    const t = setup();
+    const [queue0] = await initialize(t);
+    kick(t, queue0!);
+    expect(t.fn.interruptAsserted).toBe(true);
+    const cap = t.fn.capabilityOffsets.pciCfg;
+    busWrite(t.config, cap + VirtioPciCap.BAR, 1, t.fn.barIndex);
+    busWrite(t.config, cap + VirtioPciCap.OFFSET, 4, t.fn.layout.isr.offset);
+    busWrite(t.config, cap + VirtioPciCap.LENGTH, 4, 1);
+    expect(busRead(t.config, cap + VirtioPciCap.PCI_CFG_DATA, 1)).toBe(1);
+    expect(t.fn.isrStatus).toBe(0);
+    expect(t.fn.interruptAsserted).toBe(false);
+    expect(t.levels).toEqual([true, false]);
+    // Offsets past the BAR are refused, whatever the length.
+    busWrite(t.config, cap + VirtioPciCap.OFFSET, 4, t.fn.layout.barSize);
+    busRead(t.config, cap + VirtioPciCap.PCI_CFG_DATA, 4);
+    expect(t.fn.violations.count('PCI_CFG_ACCESS_INVALID')).toBe(1);
   });
 });
 

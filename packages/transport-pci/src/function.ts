@@ -721,12 +721,17 @@ export class VirtioPciFunction implements PciFunction {
     }
   }
 
-  /** Device configuration takes 8-, 16- and 32-bit accesses (§4.1.3.1: 64-bit fields as two 32-bit ones). */
+  /**
+   * Device configuration takes 8-, 16- and 32-bit accesses aligned to their width (§4.1.3.1:
+   * 16-bit fields take aligned 16-bit accesses, 32- and 64-bit fields aligned 32-bit ones), so
+   * an 8-byte or misaligned access matches no field.
+   */
   #configWidth(offset: number, width: number, kind: 'read' | 'write'): boolean {
-    if (width !== 8) return true;
+    const relative = offset - this.layout.device.offset;
+    if (width !== 8 && relative % width === 0) return true;
     this.#invalid(
       'REGISTER_ACCESS_INVALID',
-      `guest ${kind === 'read' ? 'read' : 'wrote'} 8 bytes at device configuration offset ${offset - this.layout.device.offset}; it takes 8-, 16- and 32-bit accesses`,
+      `guest ${kind === 'read' ? 'read' : 'wrote'} ${width} bytes at device configuration offset ${relative}; it takes aligned 8-, 16- and 32-bit accesses`,
     );
     return false;
   }
