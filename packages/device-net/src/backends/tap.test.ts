@@ -192,6 +192,16 @@ describe.skipIf(unavailable !== undefined)('TAP backend in a network namespace',
       }
       expect(arrived?.subarray(12)).toEqual(back);
       expect(device.stats.rxFrames).toBe(1);
+      expect(backend.attachedChannels).toEqual([true, true]);
+      // Back to one pair: the second queue is detached (TUNSETQUEUE), so the kernel no longer
+      // steers received frames to it; re-attaching it must succeed too (a failed ioctl would
+      // leave the state unchanged).
+      const one = await driver.send(ctrl, { readable: [Uint8Array.of(4, 0, 1, 0)], writable: [1] });
+      expect(one.written[0]).toBe(0);
+      expect(backend.attachedChannels).toEqual([true, false]);
+      const two = await driver.send(ctrl, { readable: [Uint8Array.of(4, 0, 2, 0)], writable: [1] });
+      expect(two.written[0]).toBe(0);
+      expect(backend.attachedChannels).toEqual([true, true]);
     } finally {
       await device.close();
     }

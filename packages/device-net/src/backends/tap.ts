@@ -21,6 +21,7 @@ import {
   openTap,
   read,
   setTapOffload,
+  setTapQueueEnabled,
   type TapDevice,
   TUN_F_CSUM,
   TUN_F_TSO_ECN,
@@ -84,6 +85,7 @@ export class TapBackend implements NetBackend {
   readonly name: string;
   readonly stats: TapStats = { writeErrors: 0, readErrors: 0 };
   readonly #taps: TapDevice[];
+  readonly #attached: boolean[];
   readonly #buffers: Uint8Array[];
   readonly #watchers: (FdWatcher | undefined)[];
   readonly #log: (message: string) => void;
@@ -95,6 +97,7 @@ export class TapBackend implements NetBackend {
 
   private constructor(taps: TapDevice[], options: TapBackendOptions) {
     this.#taps = taps;
+    this.#attached = taps.map(() => true);
     this.channels = taps.length;
     this.name = taps[0]!.name;
     this.description = `tap:${this.name}`;
@@ -157,9 +160,33 @@ export class TapBackend implements NetBackend {
     this.#offloadFlags = flags;
   }
 
-  setActiveChannels(): void {
-    // Every queue stays attached (detaching needs TUNSETQUEUE, which @virtkit/linux does not
-    // wrap yet); the device delivers frames that arrive on an unused queue to the first pair.
+  /**
+   * Attaches the first `count` queues and detaches the rest (TUNSETQUEUE), as QEMU does on
+   * VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET: the kernel then steers received frames to attached queues
+   * only. A single-queue TAP has nothing to detach.
+   */
+  setActiveChannels(count: number): void {
+    if (this.#taps.length < 2 || this.#closed) return;
+    for (const [channel, tap] of this.#taps.entries()) {
+      const enabled = channel < Math.max(1, count);
+      if (this.#attached[channel] === enabled) continue;
+      try {
+        setTapQueueEnabled(tap.fd, enabled);
+        this.#attached[channel] = enabled;
+      } catch (error) {
+        this.#log(`${this.description}: ${(error as Error).message}`);
+      }
+    }
+  }
+
+  /** The TAP queue descriptors, one per channel (owned by the backend: do not close them). */
+  get fds(): readonly number[] {
+    return this.#taps.map((tap) => tap.fd);
+  }
+
+  /** Whether each queue is attached to the interface (multi-queue TAPs). */
+  get attachedChannels(): readonly boolean[] {
+    return this.#attached;
   }
 
   receive(channel: number): Uint8Array | null {
