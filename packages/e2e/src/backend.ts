@@ -16,6 +16,11 @@ export interface VhostUserBackend {
   readonly process: ManagedProcess;
   /** SIGTERM (then SIGKILL after a grace period); resolves when the process is gone. */
   stop(signal?: NodeJS.Signals): Promise<ExitStatus>;
+  /**
+   * Resolves once a frontend (QEMU) has connected to the socket: an accepted connection on the
+   * socket's path shows up in /proc/PID/net/unix (the backend's network namespace's view).
+   */
+  connected(timeoutMs: number): Promise<void>;
 }
 
 /** The repository root (this file is packages/e2e/src/backend.ts, or dist/*.js when bundled). */
@@ -158,7 +163,40 @@ async function listening(
     socket,
     process: proc,
     stop: (signal = 'SIGTERM') => proc.stop({ signal }),
+    connected: (timeout) => waitForConnection(proc, socket, timeout),
   };
+}
+
+/** Socket state "connected" in /proc/net/unix (SS_CONNECTED). */
+const UNIX_CONNECTED = '03';
+
+async function waitForConnection(
+  proc: ManagedProcess,
+  socket: string,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let table = '';
+    try {
+      table = readFileSync(`/proc/${proc.pid}/net/unix`, 'utf8');
+    } catch {
+      // the process is gone; reported below
+    }
+    // Num RefCount Protocol Flags Type St Inode Path
+    const connected = table.split('\n').some((line) => {
+      const fields = line.trim().split(/\s+/);
+      return fields[5] === UNIX_CONNECTED && fields[7] === socket;
+    });
+    if (connected) return;
+    if (!proc.running || Date.now() > deadline) {
+      throw new E2eError(
+        proc.running ? 'TIMEOUT' : 'PROCESS_EXITED',
+        `no frontend connected to ${socket} (${proc.label}) within ${timeoutMs} ms:\n${outputTail(proc.output)}`,
+      );
+    }
+    await new Promise((wake) => setTimeout(wake, 50));
+  }
 }
 
 function isSocket(path: string): boolean {
