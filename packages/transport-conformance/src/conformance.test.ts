@@ -337,17 +337,55 @@ describe.each(cases)('$name transport', (transportCase) => {
 
       it('ignores queue registers of a queue the device does not have', async () => {
         const session = await init({ skipDriverOk: true });
-        driver.setQueueSize(5, 8);
-        driver.setQueueAddresses(5, { desc: 0x1000, driver: 0x2000, device: 0x3000 });
-        driver.setQueueReady(5, true);
-        expect(driver.queueReady(5)).toBe(false);
-        expect(driver.queueMaxSize(5)).toBe(0);
+        const queues = [0, 1].map((index) => structuredClone(fixture.controller.queue(index)));
+        for (const missing of [2, 5, 0xffff]) {
+          driver.setQueueSize(missing, 8);
+          driver.setQueueAddresses(missing, { desc: 0x1000, driver: 0x2000, device: 0x3000 });
+          driver.setQueueReady(missing, true);
+          expect(driver.queueReady(missing)).toBe(false);
+          expect(driver.queueMaxSize(missing)).toBe(0);
+        }
+        // Nothing leaked into the queues that exist (a selector clamped or wrapped would).
+        expect([0, 1].map((index) => fixture.controller.queue(index))).toEqual(queues);
+        // Each of the three queues: size, six address halves, enable.
+        expect(fixture.controller.violations.count('QUEUE_INDEX_INVALID')).toBe(3 * 8);
         driver.setStatus(LIVE);
         driver.notify(7);
         driver.notify(0xffff);
         expect(device.served).toEqual([0, 0]);
         expect(driver.getStatus()).toBe(LIVE);
-        expect(roundTrip(session, 1, text('fine')).len).toBe(4);
+        expect(roundTrip(session, 0, text('fine')).len).toBe(4);
+        expect(roundTrip(session, 1, text('also fine')).len).toBe(9);
+      });
+
+      it('ignores queue setup while the queue is enabled, before DRIVER_OK too', async () => {
+        await init({ skipDriverOk: true });
+        const before = structuredClone(fixture.controller.queue(1));
+        expect(before?.ready).toBe(true);
+        driver.setQueueSize(1, 8);
+        driver.setQueueAddresses(1, { desc: 0x1000, driver: 0x2000, device: 0x3000 });
+        expect(fixture.controller.queue(1)).toEqual(before);
+        expect(fixture.controller.violations.count('QUEUE_CONFIG_AFTER_DRIVER_OK')).toBe(7);
+        expect(driver.getStatus()).toBe(ACKNOWLEDGE | DRIVER | FEATURES_OK);
+      });
+
+      it("keeps its state when the guest programs its window over another function's", async (context) => {
+        if (!fixture.overlapWindow) {
+          context.skip(`${transportCase.name} windows are fixed`);
+          return;
+        }
+        const session = await init();
+        const seen = fixture.overlapWindow();
+        // Counted once, as one overlapping pair (BAR_OVERLAP), nothing else.
+        expect(seen.violations).toBe(1);
+        // The overlapped range goes to the function first in bus order, every time: the
+        // driver's read and its "reset" reached the other function, not this device.
+        expect(seen.statusThroughOverlap).toBe(seen.otherFunctionStatus);
+        expect(seen.otherFunctionAccesses).toBe(3);
+        expect(device.resets).toBe(0);
+        expect(driver.getStatus()).toBe(LIVE);
+        expect(roundTrip(session, 0, text('moved back')).len).toBe(10);
+        expect(fixture.transportViolations()).toBe(1);
       });
 
       it('ignores feature pages beyond 1', async () => {
@@ -392,9 +430,16 @@ describe.each(cases)('$name transport', (transportCase) => {
       it('counts misaligned, oversized and odd-width register accesses and changes nothing', async () => {
         const session = await init();
         const before = fixture.transportViolations();
+        const state = fixture.transportState();
+        const queues = [0, 1].map((index) => structuredClone(fixture.controller.queue(index)));
         const expected = fixture.hostileAccesses();
         expect(expected).toBeGreaterThan(10);
         expect(fixture.transportViolations() - before).toBe(expected);
+        expect(fixture.transportState()).toEqual(state);
+        expect([0, 1].map((index) => fixture.controller.queue(index))).toEqual(queues);
+        expect(fixture.controller.violations.count()).toBe(0);
+        expect(device.scratchWrites).toBe(0);
+        expect(driver.readConfig(EchoConfig.SCRATCH, 4)).toBe(0);
         expect(driver.getStatus()).toBe(LIVE);
         expect(device.resets).toBe(0);
         expect(driver.queueReady(0)).toBe(true);
@@ -407,6 +452,7 @@ describe.each(cases)('$name transport', (transportCase) => {
         const expected = fixture.hostileAccesses();
         expect(fixture.transportViolations()).toBe(expected);
         expect(driver.getStatus()).toBe(0);
+        expect(device.scratchWrites).toBe(0);
         const session = await init();
         expect(roundTrip(session, 0, text('then init')).len).toBe(9);
       });

@@ -107,6 +107,18 @@ export interface TransportDriver {
   handleInterrupt(): InterruptCauses;
 }
 
+/** What {@link TransportFixture.overlapWindow} saw. */
+export interface WindowOverlap {
+  /** Register-level violations the transport counted while the windows overlapped. */
+  readonly violations: number;
+  /** A read of the device's status register at its new (overlapped) address returned this. */
+  readonly statusThroughOverlap: number;
+  /** The same read made at the other function's address before the overlap. */
+  readonly otherFunctionStatus: number;
+  /** Accesses the other function received while the windows overlapped. */
+  readonly otherFunctionAccesses: number;
+}
+
 /** One transport wired up around a device, as the suite needs it. */
 export interface TransportFixture {
   readonly driver: TransportDriver;
@@ -121,6 +133,18 @@ export interface TransportFixture {
    * not change any device state.
    */
   hostileAccesses(): number;
+  /**
+   * Transport state the driver's hostile accesses must leave alone, as plain data (MMIO:
+   * InterruptStatus and the line; PCI: BAR assignments, command register, MSI-X routes and
+   * vectors, ISR).
+   */
+  transportState(): unknown;
+  /**
+   * Transports whose windows the guest places (PCI BARs): the driver programs the device's
+   * window over another function's (decoding on, as a careless driver would), reads the device's
+   * status and writes 0 to it there, then moves the window back. Absent for fixed windows (MMIO).
+   */
+  overlapWindow?(): WindowOverlap;
 }
 
 /** A transport under test: `name` (`mmio`, `pci-msix`, `pci-intx`) and how to set one up. */

@@ -257,6 +257,9 @@ function mmioHostileAccesses(bus: BusDevice): number {
     ['write', R.SHM_LEN_LOW, le(4, 0)],
     ['read', R.CONFIG, new Uint8Array(8)], // config takes 8-, 16-, 32-bit accesses only
     ['write', R.CONFIG + 4, ones(3)],
+    ['read', R.CONFIG + 1, new Uint8Array(2)], // config accesses are aligned to their width
+    ['read', R.CONFIG + 6, new Uint8Array(4)],
+    ['write', R.CONFIG + 9, ones(2)], // would reach the echo device's writable `scratch`
     ['read', 0xffe, new Uint8Array(4)], // crosses the end of the window
     ['write', 0x1000, ones(4)], // outside the window
   ];
@@ -278,6 +281,11 @@ export const mmioCase: TransportCase = {
       controller: transport.controller,
       transportViolations: () => transport.violations.count(),
       hostileAccesses: () => mmioHostileAccesses(transport),
+      transportState: () => ({
+        interruptStatus: transport.interruptStatus,
+        asserted: transport.interruptAsserted,
+        raised: line.raised,
+      }),
     };
   },
 };

@@ -10,7 +10,12 @@
 
 import { type BusDevice, type VirtioDevice, VirtkitError } from '@virtkit/core';
 import type { TestMemory } from '@virtkit/core/testing';
-import { PciRoot, VirtioPciFunction } from '@virtkit/transport-pci';
+import {
+  PciConfiguration,
+  type PciFunction,
+  PciRoot,
+  VirtioPciFunction,
+} from '@virtkit/transport-pci';
 import type {
   ConfigWidth,
   DeviceIdentity,
@@ -19,6 +24,7 @@ import type {
   TransportCase,
   TransportDriver,
   TransportFixture,
+  WindowOverlap,
 } from './driver.js';
 import { RecordingLine } from './mmio-driver.js';
 
@@ -211,8 +217,9 @@ export class PciDriver implements TransportDriver {
         notify: Mapped;
         notifyMultiplier: number;
         device: Mapped | undefined;
-        msix: { table: number; size: number; control: number } | undefined;
+        msix: { table: number; pba: number; size: number; control: number } | undefined;
         irq: number;
+        bar: SizedBar;
       }
     | undefined;
   readonly #notifyOffsets = new Map<number, number>();
@@ -249,7 +256,7 @@ export class PciDriver implements TransportDriver {
       vendorId: c.read(0, devfn, PCI.SUBSYSTEM_VENDOR_ID, 2),
     };
     const bars = this.#sizeBars(devfn);
-    this.#assign(devfn, bars);
+    const bar = this.#assign(devfn, bars);
     // pci_enable_device + pci_set_master.
     const command = c.read(0, devfn, PCI.COMMAND, 2);
     c.write(0, devfn, PCI.COMMAND, 2, command | PCI.COMMAND_MEMORY | PCI.COMMAND_MASTER);
@@ -271,6 +278,7 @@ export class PciDriver implements TransportDriver {
       device: device ? this.#map(devfn, device, bars, 0, 4) : undefined,
       msix: this.#findMsix(devfn, bars),
       irq: c.read(0, devfn, PCI.INTERRUPT_LINE, 1),
+      bar,
     };
     if (this.#options.interrupts === 'intx') {
       if (c.read(0, devfn, PCI.INTERRUPT_PIN, 1) === 0) {
@@ -319,17 +327,23 @@ export class PciDriver implements TransportDriver {
   }
 
   /** Moves the first memory BAR to the configured address (low half, then high half). */
-  #assign(devfn: number, bars: SizedBar[]): void {
+  #assign(devfn: number, bars: SizedBar[]): SizedBar {
     const bar = bars[0];
     if (!bar) throw new VirtkitError('DRIVER', 'the function has no memory BAR');
     const address = this.#options.barAddress;
     if (address % bar.size !== 0) throw new VirtkitError('DRIVER', 'misaligned BAR address');
+    this.#programBar(devfn, bar, address);
+    bar.address = address;
+    return bar;
+  }
+
+  /** Writes `address` into `bar`'s register(s), low half first, whatever the command register says. */
+  #programBar(devfn: number, bar: SizedBar, address: number): void {
     const reg = PCI.BASE_ADDRESS_0 + 4 * bar.index;
     const c = this.#config;
     const flags = c.read(0, devfn, reg, 4) & 0xf;
     c.write(0, devfn, reg, 4, ((address % 0x1_0000_0000) | flags) >>> 0);
     if (bar.is64) c.write(0, devfn, reg + 4, 4, Math.floor(address / 0x1_0000_0000));
-    bar.address = address;
   }
 
   /** `pci_find_capability`: status bit, pointer at 0x34, a TTL against loops. */
@@ -380,16 +394,21 @@ export class PciDriver implements TransportDriver {
   #findMsix(
     devfn: number,
     bars: SizedBar[],
-  ): { table: number; size: number; control: number } | undefined {
+  ): { table: number; pba: number; size: number; control: number } | undefined {
     const cap = this.#capabilities(devfn).find((entry) => entry.id === PCI.CAP_ID_MSIX);
     if (!cap) return undefined;
     const c = this.#config;
     const flags = c.read(0, devfn, cap.pos + PCI.MSIX_FLAGS, 2);
     const table = c.read(0, devfn, cap.pos + PCI.MSIX_TABLE, 4);
-    const bar = bars.find((b) => b.index === (table & 7));
-    if (!bar) throw new VirtkitError('DRIVER', 'MSI-X table in a BAR that is not there');
+    const pba = c.read(0, devfn, cap.pos + PCI.MSIX_PBA, 4);
+    const tableBar = bars.find((b) => b.index === (table & 7));
+    const pbaBar = bars.find((b) => b.index === (pba & 7));
+    if (!tableBar || !pbaBar) {
+      throw new VirtkitError('DRIVER', 'MSI-X table or PBA in a BAR that is not there');
+    }
     return {
-      table: bar.address + (table & ~7),
+      table: tableBar.address + (table & ~7),
+      pba: pbaBar.address + (pba & ~7),
       size: (flags & PCI.MSIX_FLAGS_QSIZE) + 1,
       control: cap.pos + PCI.MSIX_FLAGS,
     };
@@ -616,6 +635,28 @@ export class PciDriver implements TransportDriver {
   // ---- hostile accesses --------------------------------------------------------------------
 
   /**
+   * Programs the virtio BAR over the first memory BAR of function `otherDevfn` with decoding
+   * left on (Linux turns it off while it moves a BAR; a careless driver does not), reads
+   * device_status and writes 0 (a reset) to it at the overlapped address, then moves the BAR
+   * back and leaves the other function as it found it.
+   */
+  overlapBar(otherDevfn: number): { statusThroughOverlap: number; otherFunctionStatus: number } {
+    const device = this.#device();
+    const c = this.#config;
+    const otherCommand = c.read(0, otherDevfn, PCI.COMMAND, 2);
+    c.write(0, otherDevfn, PCI.COMMAND, 2, otherCommand | PCI.COMMAND_MEMORY);
+    const otherBase = (c.read(0, otherDevfn, PCI.BASE_ADDRESS_0, 4) & 0xffff_fff0) >>> 0;
+    const status = device.common.address - device.bar.address + VIRTIO_PCI.COMMON_STATUS;
+    const otherFunctionStatus = this.#read(otherBase + status, 1);
+    this.#programBar(device.devfn, device.bar, otherBase);
+    const statusThroughOverlap = this.#read(otherBase + status, 1);
+    this.#write(otherBase + status, 1, 0);
+    this.#programBar(device.devfn, device.bar, device.bar.address);
+    c.write(0, otherDevfn, PCI.COMMAND, 2, otherCommand);
+    return { statusThroughOverlap, otherFunctionStatus };
+  }
+
+  /**
    * Accesses virtio 1.2 §4.1.3 / §4.1.4 and PCI forbid, each of which the function or the root
    * must ignore (writes) or read as 0 / all ones (reads) and count once. Returns how many.
    */
@@ -627,6 +668,7 @@ export class PciDriver implements TransportDriver {
     const notify = device.notify.address;
     const config = device.device!.address;
     const table = device.msix!.table;
+    const pba = device.msix!.pba;
     const m = this.#options.memory;
     const ones = (width: number) => new Uint8Array(width).fill(0xff);
     const memory: [kind: 'read' | 'write', address: number, data: Uint8Array][] = [
@@ -647,7 +689,12 @@ export class PciDriver implements TransportDriver {
       ['write', notify + 2, le(2, 0)], // between two queues' addresses
       ['read', notify + 0x100, new Uint8Array(4)], // past the notify structure
       ['read', config, new Uint8Array(8)], // device config takes up to 32 bits
+      ['read', config + 1, new Uint8Array(2)], // device config accesses are aligned to their width
+      ['read', config + 6, new Uint8Array(4)],
+      ['write', config + 9, ones(2)], // would reach the echo device's writable `scratch`
       ['read', table + 16 * device.msix!.size, new Uint8Array(4)], // past the MSI-X table
+      ['write', table + 16 * device.msix!.size, le(4, 0x1234)],
+      ['write', pba, ones(8)], // the PBA is read-only
       ['write', table, le(2, 0)], // 16-bit table access
       ['read', table + 2, new Uint8Array(4)], // misaligned
       ['write', table + 4, ones(8)], // 64-bit access at a 32-bit boundary
@@ -668,6 +715,33 @@ export class PciDriver implements TransportDriver {
     this.#options.conf1.write(0, le(4, 0x8000_0000 | (devfn << 8)));
     this.#options.conf1.read(6, new Uint8Array(4));
     return memory.length + 5;
+  }
+}
+
+/**
+ * A function with one 32-bit memory BAR and no driver: something else on the bus for the
+ * virtio function's BAR to be programmed over. Its BAR reads 0x5a everywhere.
+ */
+class BystanderFunction implements PciFunction {
+  readonly config = new PciConfiguration({
+    vendorId: 0x1b36,
+    deviceId: 0x0005, // QEMU's "PCI test device"
+    classCode: 0xff_00_00,
+    bars: [{ kind: 'mem32', size: 0x8_0000 }],
+  });
+  accesses = 0;
+
+  constructor() {
+    this.config.seal();
+  }
+
+  readBar(_index: number, _offset: number, data: Uint8Array): void {
+    this.accesses++;
+    data.fill(0x5a);
+  }
+
+  writeBar(): void {
+    this.accesses++;
   }
 }
 
@@ -694,6 +768,8 @@ function findVirtio(config: ConfigAccess): { devfn: number; header: number[] } {
 const MEM32 = { base: 0x4000_0000, size: 0x1000_0000 };
 const MEM64 = { base: 0x1_0000_0000, size: 0x1_0000_0000 };
 const IRQ_BASE = 32;
+/** Slot of the bystander function (before the virtio function's slot 3, so it wins overlaps). */
+const BYSTANDER_SLOT = 2;
 
 function pciCase(interrupts: 'msix' | 'intx'): TransportCase {
   return {
@@ -709,6 +785,9 @@ function pciCase(interrupts: 'msix' | 'intx'): TransportCase {
         msi: { signal: (address, data) => msiInbox.push({ address, data }) },
       });
       const fn = new VirtioPciFunction(device, { memory: guest.memory });
+      // A function before the virtio one on the bus, whose BAR the hostile driver overlaps.
+      const bystander = new BystanderFunction();
+      root.addFunction(BYSTANDER_SLOT, bystander);
       root.addFunction(3, fn);
       const driver = new PciDriver({
         conf1: root.conf1,
@@ -725,11 +804,36 @@ function pciCase(interrupts: 'msix' | 'intx'): TransportCase {
         intxLines: lines,
         msiInbox,
       });
+      const transportViolations = () => fn.violations.count() + root.violations.count();
       return {
         driver,
         controller: fn.controller,
-        transportViolations: () => fn.violations.count() + root.violations.count(),
+        transportViolations,
         hostileAccesses: () => driver.hostileAccesses(MEM32.base + MEM32.size - 0x1000),
+        transportState: () => ({
+          bars: root.barAssignments(),
+          command: fn.config.command,
+          msix: root.msixRoutes(),
+          msixEnabled: fn.msix?.enabled,
+          msixFunctionMasked: fn.msix?.functionMasked,
+          pending: Array.from({ length: fn.msix?.size ?? 0 }, (_, v) => fn.msix?.isPending(v)),
+          configVector: fn.configVector,
+          queueVectors: Array.from({ length: fn.controller.numQueues }, (_, q) =>
+            fn.queueVector(q),
+          ),
+          isr: fn.isrStatus,
+          intx: fn.interruptAsserted,
+        }),
+        overlapWindow: (): WindowOverlap => {
+          const violations = transportViolations();
+          const accesses = bystander.accesses;
+          const seen = driver.overlapBar(BYSTANDER_SLOT << 3);
+          return {
+            ...seen,
+            violations: transportViolations() - violations,
+            otherFunctionAccesses: bystander.accesses - accesses,
+          };
+        },
       };
     },
   };
