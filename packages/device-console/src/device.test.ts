@@ -363,6 +363,24 @@ describe('multiport console', () => {
     expect(device.port(0)!.guestOpen).toBe(true);
   });
 
+  it('logs a port listener that throws instead of failing the queue that raised the event', async () => {
+    const logs: string[] = [];
+    const device = new ConsoleDevice({
+      backend: new MemoryBackend(),
+      ports: [{ backend: new MemoryBackend() }],
+      log: (message) => logs.push(message),
+    });
+    device.port(1)!.on('guest-open', () => {
+      throw new Error('listener bug');
+    });
+    const guest = await GuestConsole.create(device);
+    await guest.probe();
+    await guest.open(1);
+    expect(device.port(1)!.guestOpen).toBe(true);
+    expect(logs).toEqual(["console port 1: a 'guest-open' listener threw: Error: listener bug"]);
+    expect(guest.driver.status & DeviceStatus.DEVICE_NEEDS_RESET).toBe(0);
+  });
+
   it('throws VMM mistakes: ports beyond maxPorts, taken ids, duplicate names, port 0', async () => {
     const device = new ConsoleDevice({ backend: new MemoryBackend(), maxPorts: 2 });
     device.addPort({ backend: new MemoryBackend(), name: 'a' });

@@ -357,7 +357,7 @@ export class ConsoleDevice implements VirtioDevice {
     channel.pauseInput();
     channel.status.removed = true;
     channel.dropPending();
-    channel.port.emit('removed');
+    channel.emit('removed');
     try {
       await channel.backend.close();
     } catch (error) {

@@ -557,7 +557,7 @@ export class ConsoleHandler {
   #setReady(port: PortChannel): void {
     const first = !port.status.ready;
     port.status.ready = true;
-    if (first) port.port.emit('ready');
+    if (first) port.emit('ready');
     this.updateInput(port);
     // The guest may have queued output before the port was ready (or before a re-activation).
     this.transmit(port);
@@ -567,7 +567,7 @@ export class ConsoleHandler {
     if (port.status.guestOpen === open) return;
     port.status.guestOpen = open;
     port.guestConnected(open);
-    port.port.emit(open ? 'guest-open' : 'guest-close');
+    port.emit(open ? 'guest-open' : 'guest-close');
     if (!this.#detached) this.updateInput(port);
   }
 

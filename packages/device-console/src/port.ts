@@ -259,6 +259,18 @@ export class PortChannel {
     if (backend.guestConnected) this.#call('guestConnected', () => backend.guestConnected?.(open));
   }
 
+  /**
+   * Tells the VMM's listeners about the port. A listener that throws is logged: its mistake must
+   * not reach the queue processing that raised the event.
+   */
+  emit(event: keyof ConsolePortEvents): void {
+    try {
+      this.port.emit(event);
+    } catch (error) {
+      this.#log(`console port ${this.id}: a '${event}' listener threw: ${String(error)}`);
+    }
+  }
+
   /** Drops the input the guest never took, counting it. */
   dropPending(): void {
     this.stats.inputDropped += this.pendingBytes;
