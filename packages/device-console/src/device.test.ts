@@ -363,6 +363,58 @@ describe('multiport console', () => {
     expect(device.port(0)!.guestOpen).toBe(true);
   });
 
+  it('logs DEVICE_READY 0 and PORT_READY 0 (driver failures) without announcing or readying', async () => {
+    const logs: string[] = [];
+    const device = new ConsoleDevice({
+      backend: new MemoryBackend(),
+      maxPorts: 2,
+      log: (message) => logs.push(message),
+    });
+    const guest = await GuestConsole.create(device);
+    guest.postBuffers(2, 4, 4096);
+    await guest.sendControl(NO_PORT_ID, ControlEvent.DEVICE_READY, 0);
+    expect(await guest.takeControl()).toEqual([]);
+    await guest.sendControl(NO_PORT_ID, ControlEvent.DEVICE_READY, 1);
+    expect((await guest.takeControl()).map((m) => m.event)).toEqual([ControlEvent.DEVICE_ADD]);
+    await guest.sendControl(0, ControlEvent.PORT_READY, 0);
+    expect(await guest.takeControl()).toEqual([]);
+    expect(device.port(0)!.ready).toBe(false);
+    expect(logs).toEqual([
+      'console driver reported that it failed to initialize (DEVICE_READY 0)',
+      'console driver failed to add port 0 (PORT_READY 0)',
+    ]);
+    expect(guest.violations).toBe(0);
+  });
+
+  it("drops instead of waiting with overflow: 'drop', and counts it", async () => {
+    const backend = new MemoryBackend();
+    backend.limit = 4;
+    const device = new ConsoleDevice({ backend, overflow: 'drop' });
+    const guest = await GuestConsole.create(device);
+    const tokens = ['abcd', 'efgh', 'ijkl'].map((t) => guest.postWrite(0, t));
+    expect(guest.collectWritten(0)).toEqual(tokens); // nothing waits in the ring
+    expect(backend.text()).toBe('abcd');
+    expect(device.port(0)!.stats).toMatchObject({ bytesFromGuest: 4, outputDropped: 8 });
+    backend.drain();
+    await guest.write(0, 'mnop');
+    expect(backend.text()).toBe('abcdmnop');
+  });
+
+  it('drops and counts input still waiting when its port is removed', async () => {
+    const agent = new MemoryBackend();
+    const device = new ConsoleDevice({ backend: new MemoryBackend(), ports: [{ backend: agent }] });
+    const guest = await GuestConsole.create(device);
+    await guest.probe();
+    const port = device.port(1)!;
+    await guest.open(1);
+    agent.type('0123456789'); // one of the guest's four 64-byte buffers, returned with 10 bytes
+    agent.type('x'.repeat(300)); // 192 bytes fill the other three; 108 wait for more buffers
+    expect(port.stats.bytesToGuest).toBe(202);
+    await device.removePort(1);
+    expect(port.stats.inputDropped).toBe(108);
+    expect(port.removed).toBe(true);
+  });
+
   it('logs a port listener that throws instead of failing the queue that raised the event', async () => {
     const logs: string[] = [];
     const device = new ConsoleDevice({
