@@ -250,7 +250,7 @@ describe('console device under hostile drivers and erratic backends', () => {
           expect(device.port(0)!.stats.bytesFromGuest).toBe(before + 2);
           await device.close();
         }),
-        { numRuns: 60 },
+        { numRuns: 40 },
       );
     },
     30_000,
@@ -286,7 +286,7 @@ describe('console device under hostile drivers and erratic backends', () => {
           expect(guest.driver.status & DeviceStatus.DEVICE_NEEDS_RESET).toBe(0);
         },
       ),
-      { numRuns: 150 },
+      { numRuns: 100 },
     );
   });
 
