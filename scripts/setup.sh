@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PNPM_VERSION=12.4.2
-APT_PACKAGES=(qemu-system-x86 qemu-system-misc qemu-utils e2fsprogs iproute2 xz-utils zstd cpio ca-certificates)
+APT_PACKAGES=(qemu-system-x86 qemu-system-misc qemu-utils e2fsprogs iproute2 xz-utils zstd cpio ca-certificates python3 chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -31,6 +31,7 @@ export class RngDevice implements VirtioDevice {
   readonly queues = [{ maxSize: 256 }];
   #queue: DeviceQueue | undefined;
   #signal: (queue: number) => void = () => {};
+  readonly #scratch = new Uint8Array(4096);
 
   constructor(readonly maxBytes: number) {}
 
@@ -47,10 +48,13 @@ export class RngDevice implements VirtioDevice {
       for (let chain = queue.pop(); chain; chain = queue.pop()) {
         const writer = chain.writer();
         let written = 0;
-        // Fill the guest's buffers in place: no intermediate copy.
         for (const view of writer.views(Math.min(chain.writableLength, this.maxBytes))) {
-          for (let offset = 0; offset < view.length; offset += 65536) {
-            crypto.getRandomValues(view.subarray(offset, offset + 65536));
+          // Browsers refuse getRandomValues on views of a SharedArrayBuffer (guest RAM often
+          // is one), so fill a private scratch buffer and copy it into the guest's buffer.
+          for (let offset = 0; offset < view.length; offset += this.#scratch.length) {
+            const part = view.subarray(offset, offset + this.#scratch.length);
+            const random = crypto.getRandomValues(this.#scratch.subarray(0, part.length));
+            part.set(random);
           }
           written += view.length;
         }
