@@ -26,6 +26,11 @@ export interface AttachBlkOptions {
   readonly readonly?: boolean;
   readonly queues?: number;
   readonly packed?: boolean;
+  /**
+   * Bypass the host page cache (O_DIRECT): our `direct=on`, qemu-storage-daemon's
+   * `cache.direct=on`, QEMU's `cache=none`. Default off (writeback through the page cache).
+   */
+  readonly direct?: boolean;
   /** QEMU reconnects to a vhost-user backend that went away, every this many seconds. */
   readonly reconnect?: number;
   readonly onOutput?: (text: string) => void;
@@ -53,7 +58,7 @@ export async function attachBlk(
       attachment: {
         kind: 'builtin',
         image: options.image,
-        cache: 'none',
+        cache: options.direct ? 'none' : 'writeback',
         ...(options.readonly ? { readonly: true } : {}),
         ...device,
       },
@@ -71,12 +76,14 @@ export async function attachBlk(
             `path=${options.image}`,
             ...(options.readonly ? ['readonly=on'] : []),
             ...(options.queues !== undefined ? [`queues=${options.queues}`] : []),
+            ...(options.direct ? ['direct=on'] : []),
           ].join(','),
           ...(options.onOutput ? { onOutput: options.onOutput } : {}),
         })
       : await startStorageDaemon({
           socket,
           image: options.image,
+          direct: options.direct === true,
           ...(options.readonly ? { readonly: true } : {}),
           ...(options.queues !== undefined ? { numQueues: options.queues } : {}),
         });

@@ -110,7 +110,7 @@ export interface StorageDaemonOptions {
   readonly image: string;
   readonly readonly?: boolean;
   readonly numQueues?: number;
-  /** Open the image with O_DIRECT (`cache.direct=on`); default true. */
+  /** Open the image with O_DIRECT (`cache.direct=on`); default false. */
   readonly direct?: boolean;
   readonly label?: string;
   readonly readyTimeoutMs?: number;
@@ -126,7 +126,7 @@ export async function startStorageDaemon(options: StorageDaemonOptions): Promise
     args: [
       '--blockdev',
       `driver=file,node-name=file0,filename=${options.image.replaceAll(',', ',,')}` +
-        `,cache.direct=${options.direct === false ? 'off' : 'on'}${ro ? ',read-only=on' : ''}`,
+        `,cache.direct=${options.direct ? 'on' : 'off'}${ro ? ',read-only=on' : ''}`,
       '--export',
       `type=vhost-user-blk,id=export0,node-name=file0,addr.type=unix,addr.path=${options.socket.replaceAll(',', ',,')}` +
         `,writable=${ro ? 'off' : 'on'}${options.numQueues !== undefined ? `,num-queues=${options.numQueues}` : ''}`,

@@ -238,13 +238,14 @@ export class ManagedProcess {
 export async function runCommand(
   command: string,
   args: readonly string[],
-  options: { readonly netns?: string; readonly input?: string } = {},
+  options: { readonly netns?: string; readonly input?: string; readonly cwd?: string } = {},
 ): Promise<string> {
   const proc = ManagedProcess.start({
     label: command,
     command,
     args,
     ...(options.netns !== undefined ? { netns: options.netns } : {}),
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
     stdin: options.input === undefined ? 'ignore' : 'pipe',
   });
   if (options.input !== undefined) proc.child.stdin?.end(options.input);

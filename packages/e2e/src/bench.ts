@@ -1,0 +1,463 @@
+/**
+ * The vhost-user benchmark (`pnpm --filter e2e bench [-- --reps N --only blk|net]`): the same
+ * guest workloads on the same QEMU (TCG, q35, 1 vCPU, 512 MiB) and the same image, served by
+ *   blk: (a) our vhost-user-blk, (b) qemu-storage-daemon's vhost-user-blk export, (c) QEMU's
+ *        built-in virtio-blk — all with O_DIRECT on the host; dd 1 MiB sequential write and read
+ *        of 512 MiB with O_DIRECT in the guest, fio 4 KiB random read at QD32;
+ *   net: our vhost-user net (TAP backend) vs QEMU's built-in virtio-net on TAP (vhost=off);
+ *        iperf3 guest → host and host → guest, the host end in a network namespace of its own.
+ * Runs are interleaved (a, b, c, a, b, c, ...); the medians and the ratios go to
+ * bench-results/vhost-user.json and a table is printed.
+ */
+
+import { execFileSync } from 'node:child_process';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { cpus, release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  type AttachedBlk,
+  type AttachedNet,
+  attachBlk,
+  attachNet,
+  BLK_SERVER_NAMES,
+  type BlkServer,
+  NET_SERVER_NAMES,
+  type NetServer,
+} from './attach.js';
+import { repositoryRoot } from './backend.js';
+import { exitOnSignals, runCleanups } from './cleanup.js';
+import { type DebianTool, fetchDebianTool } from './debian-tools.js';
+import { outputTail } from './errors.js';
+import { prepareX86Guest, scriptInitramfs } from './guest.js';
+import { NetworkNamespace } from './netns.js';
+import { ManagedProcess } from './process.js';
+import { runGuestVm } from './qemu.js';
+import { blkBenchScript, median, netBenchScript, parseBenchOutput } from './scenarios/bench.js';
+import { NET_LAYOUT } from './scenarios/net.js';
+import { netnsSkipReason, storageDaemonSkipReason, virtkitSkipReason } from './skip.js';
+
+const RUN_TIMEOUT_MS = 300_000;
+
+interface Options {
+  readonly reps: number;
+  readonly only: 'blk' | 'net' | undefined;
+  readonly seqMiB: number;
+  readonly fioSeconds: number;
+  readonly iperfSeconds: number;
+  readonly output: string;
+}
+
+function parseBenchArgs(args: string[]) {
+  return parseArgs({
+    args,
+    options: {
+      reps: { type: 'string', default: '3' },
+      only: { type: 'string' },
+      'seq-mib': { type: 'string', default: '512' },
+      'fio-seconds': { type: 'string', default: '10' },
+      'iperf-seconds': { type: 'string', default: '5' },
+      output: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    allowPositionals: false,
+  });
+}
+
+function parseOptions(argv: string[]): Options {
+  let parsed: ReturnType<typeof parseBenchArgs>;
+  try {
+    // pnpm passes the `--` that separates its own options through.
+    parsed = parseBenchArgs(argv[0] === '--' ? argv.slice(1) : argv);
+  } catch (error) {
+    fail((error as Error).message);
+  }
+  const { values } = parsed;
+  if (values.help) {
+    console.log(
+      'usage: bench [--reps N] [--only blk|net] [--seq-mib 512] [--fio-seconds 10] [--iperf-seconds 5] [--output FILE]',
+    );
+    process.exit(0);
+  }
+  const int = (name: string, text: string, min: number): number => {
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < min) fail(`--${name} must be an integer >= ${min}`);
+    return value;
+  };
+  if (values.only !== undefined && values.only !== 'blk' && values.only !== 'net') {
+    fail('--only must be blk or net');
+  }
+  return {
+    reps: int('reps', values.reps, 1),
+    only: values.only as Options['only'],
+    seqMiB: int('seq-mib', values['seq-mib'], 1),
+    fioSeconds: int('fio-seconds', values['fio-seconds'], 0),
+    iperfSeconds: int('iperf-seconds', values['iperf-seconds'], 1),
+    output: values.output ?? join(repositoryRoot(), 'bench-results', 'vhost-user.json'),
+  };
+}
+
+function fail(message: string): never {
+  console.error(`bench: ${message}`);
+  process.exit(2);
+}
+
+const log = (message: string): void => console.log(`[bench] ${message}`);
+
+/** metric → server → one value per run. */
+type Samples = Record<string, Record<string, number[]>>;
+
+function record(samples: Samples, metric: string, server: string, value: number): void {
+  samples[metric] ??= {};
+  samples[metric][server] ??= [];
+  samples[metric][server].push(value);
+}
+
+async function main(): Promise<void> {
+  exitOnSignals();
+  const options = parseOptions(process.argv.slice(2));
+  const notes: string[] = [];
+  const note = (text: string): void => {
+    notes.push(text);
+    log(`note: ${text}`);
+  };
+
+  log('preparing the guest');
+  const guest = await prepareX86Guest(({ step, detail }) => log(`guest ${step}: ${detail}`));
+  const tool = async (pkg: string): Promise<DebianTool | undefined> => {
+    try {
+      const fetched = await fetchDebianTool({
+        pkg,
+        program: `/usr/bin/${pkg}`,
+        onProgress: (detail) => log(`${pkg}: ${detail}`),
+      });
+      log(
+        `${pkg}: ${fetched.guestFiles.length} files, ${(fetched.bytes / 2 ** 20).toFixed(1)} MiB in the guest`,
+      );
+      return fetched;
+    } catch (error) {
+      note(`${pkg} unavailable (${(error as Error).message})`);
+      return undefined;
+    }
+  };
+
+  const work = mkdtempSync(join(tmpdir(), 'virtkit-bench-'));
+  const blkSamples: Samples = {};
+  const netSamples: Samples = {};
+  const blkServers: BlkServer[] = [];
+  const netServers: NetServer[] = [];
+  try {
+    if (options.only !== 'net') {
+      const fio = options.fioSeconds > 0 ? await tool('fio') : undefined;
+      if (!fio) note('no fio in the guest: 4k random read not measured');
+      else
+        note(
+          `fio and its ${fio.guestFiles.length - 1} libraries from Debian add ${(fio.bytes / 2 ** 20).toFixed(0)} MiB to the initramfs (boot time only)`,
+        );
+      const initrd = await scriptInitramfs(
+        blkBenchScript({ seqMiB: options.seqMiB, fioSeconds: fio ? options.fioSeconds : 0 }),
+        fio?.guestFiles ?? [],
+      );
+      for (const server of ['virtkit', 'qsd', 'builtin'] as const) {
+        const why =
+          server === 'virtkit'
+            ? virtkitSkipReason()
+            : server === 'qsd'
+              ? storageDaemonSkipReason()
+              : undefined;
+        if (why) note(`${BLK_SERVER_NAMES[server]} not measured: ${why}`);
+        else blkServers.push(server);
+      }
+      const image = join(work, 'bench.img');
+      fillImage(image, options.seqMiB + 64);
+      log(`block: ${blkServers.join(', ')} × ${options.reps}, image ${image}`);
+      for (let rep = 1; rep <= options.reps; rep++) {
+        for (const server of blkServers) {
+          const values = await blkRun(server, guest.kernel, initrd, image, work);
+          const seqMiB = options.seqMiB;
+          const write = values.get('seq-write-us');
+          const read = values.get('seq-read-us');
+          const iops = values.get('randread-iops');
+          if (write) record(blkSamples, 'seqWriteMiBps', server, seqMiB / (write / 1e6));
+          if (read) record(blkSamples, 'seqReadMiBps', server, seqMiB / (read / 1e6));
+          if (iops) record(blkSamples, 'randRead4kIops', server, iops);
+          log(
+            `block #${rep} ${server}: write ${fmt(write && seqMiB / (write / 1e6))} MiB/s, read ${fmt(read && seqMiB / (read / 1e6))} MiB/s, 4k randread ${fmt(iops)} IOPS`,
+          );
+        }
+      }
+    }
+
+    if (options.only !== 'blk') {
+      const nsWhy = netnsSkipReason();
+      const iperf = nsWhy ? undefined : await tool('iperf3');
+      if (nsWhy) note(`net not measured: ${nsWhy}`);
+      else if (!iperf) note('net not measured: no iperf3');
+      else {
+        for (const server of ['virtkit', 'builtin'] as const) {
+          const why = server === 'virtkit' ? virtkitSkipReason() : undefined;
+          if (why) note(`${NET_SERVER_NAMES[server]} not measured: ${why}`);
+          else netServers.push(server);
+        }
+        const initrd = await scriptInitramfs(
+          netBenchScript({ seconds: options.iperfSeconds }),
+          iperf.guestFiles,
+        );
+        log(`net: ${netServers.join(', ')} × ${options.reps}`);
+        for (let rep = 1; rep <= options.reps; rep++) {
+          for (const server of netServers) {
+            const values = await netRun(server, guest.kernel, initrd, iperf, work);
+            const up = values.get('guest-to-host-mbps');
+            const down = values.get('host-to-guest-mbps');
+            if (up) record(netSamples, 'guestToHostMbps', server, up);
+            if (down) record(netSamples, 'hostToGuestMbps', server, down);
+            log(
+              `net #${rep} ${server}: guest→host ${fmt(up)} Mbit/s, host→guest ${fmt(down)} Mbit/s`,
+            );
+          }
+        }
+      }
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+
+  const blk = summarize(blkSamples, [
+    ['virtkitOverQsd', 'virtkit', 'qsd'],
+    ['virtkitOverBuiltin', 'virtkit', 'builtin'],
+  ]);
+  const net = summarize(netSamples, [['virtkitOverBuiltin', 'virtkit', 'builtin']]);
+  const result = {
+    date: new Date().toISOString(),
+    setup: {
+      qemu: execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0],
+      accel: 'tcg',
+      machine: 'q35, 1 vCPU, 512 MiB shared (memfd) RAM',
+      guestKernel: guest.kernelRelease,
+      host: `Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'})`,
+      node: process.version,
+      reps: options.reps,
+      blk: {
+        servers: Object.fromEntries(blkServers.map((server) => [server, BLK_SERVER_NAMES[server]])),
+        hostIO:
+          'O_DIRECT on the host for all three (virtkit direct=on, qsd cache.direct=on, QEMU cache=none)',
+        workloads: `dd bs=1M count=${options.seqMiB} oflag=direct / iflag=direct; fio randread 4k iodepth=32 libaio direct=1 ${options.fioSeconds}s over ${options.seqMiB} MiB`,
+      },
+      net: {
+        servers: Object.fromEntries(netServers.map((server) => [server, NET_SERVER_NAMES[server]])),
+        workloads: `iperf3 -t ${options.iperfSeconds} from the guest to a server in a network namespace, and -R`,
+      },
+    },
+    blk,
+    net,
+    notes,
+  };
+  mkdirSync(join(options.output, '..'), { recursive: true });
+  writeFileSync(options.output, `${JSON.stringify(result, null, 2)}\n`);
+  printTable(
+    'block (medians)',
+    blk,
+    ['virtkit', 'qsd', 'builtin'],
+    [
+      ['virtkitOverQsd', 'ours/qsd'],
+      ['virtkitOverBuiltin', 'ours/built-in'],
+    ],
+  );
+  printTable(
+    'net (medians)',
+    net,
+    ['virtkit', 'builtin'],
+    [['virtkitOverBuiltin', 'ours/built-in']],
+  );
+  log(`wrote ${options.output}`);
+}
+
+/** One boot running the block workloads against `server`. */
+async function blkRun(
+  server: BlkServer,
+  kernel: string,
+  initrd: string,
+  image: string,
+  work: string,
+): Promise<Map<string, number>> {
+  const socketDir = mkdtempSync(join(work, `${server}-`));
+  let disk: AttachedBlk | undefined;
+  try {
+    disk = await attachBlk(server, { image, socketDir, direct: true });
+    const run = await runGuestVm({
+      kernel,
+      initrd,
+      append: 'quiet',
+      blk: [disk.attachment],
+      timeoutMs: RUN_TIMEOUT_MS,
+    });
+    return checked(`block ${server}`, run.output, run.timedOut, disk.backend?.process);
+  } finally {
+    await disk?.close();
+  }
+}
+
+/** One boot running iperf3 both ways through `server`. */
+async function netRun(
+  server: NetServer,
+  kernel: string,
+  initrd: string,
+  iperf: DebianTool,
+  work: string,
+): Promise<Map<string, number>> {
+  const L = NET_LAYOUT;
+  const netns = await NetworkNamespace.create();
+  let iperfServer: ManagedProcess | undefined;
+  let nic: AttachedNet | undefined;
+  try {
+    const tap = await netns.addTap({ address: `${L.hostAddress}/${L.prefix}` });
+    const loader = iperf.guestFiles.find((file) => file.path.endsWith('ld-linux-x86-64.so.2'))!;
+    iperfServer = ManagedProcess.start({
+      label: 'iperf3 server',
+      command: loader.source,
+      args: [
+        '--library-path',
+        iperf.libraryPath,
+        iperf.program,
+        '-s',
+        '-B',
+        L.hostAddress,
+        '--forceflush',
+      ],
+      netns: netns.name,
+      stdin: 'ignore',
+    });
+    await iperfServer.waitFor('Server listening', { timeoutMs: 10_000 });
+    nic = await attachNet(server, {
+      netns: netns.name,
+      tap,
+      socketDir: mkdtempSync(join(work, `${server}-`)),
+    });
+    const run = await runGuestVm({
+      kernel,
+      initrd,
+      append: 'quiet',
+      net: [nic.attachment],
+      ...(nic.qemuNetns !== undefined ? { netns: nic.qemuNetns } : {}),
+      timeoutMs: RUN_TIMEOUT_MS,
+    });
+    return checked(`net ${server}`, run.output, run.timedOut, nic.backend?.process);
+  } finally {
+    await nic?.close();
+    await iperfServer?.stop();
+    netns.destroy();
+  }
+}
+
+function checked(
+  what: string,
+  output: string,
+  timedOut: boolean,
+  backend: ManagedProcess | undefined,
+): Map<string, number> {
+  const { values, errors } = parseBenchOutput(output);
+  if (timedOut || errors.length > 0 || !/^BENCH done\r?$/m.test(output)) {
+    const backendLog = backend ? `\nbackend:\n${outputTail(backend.output, 20)}` : '';
+    console.error(
+      `[bench] ${what} failed${timedOut ? ' (timed out)' : ''}: ${errors.join('; ')}\n${outputTail(output, 30)}${backendLog}`,
+    );
+  }
+  return values;
+}
+
+/** Writes `mib` MiB of non-zero data, so no run pays for block allocation in the host's filesystem. */
+function fillImage(path: string, mib: number): void {
+  const chunk = Buffer.alloc(1 << 20, 0xa5);
+  const fd = openSync(path, 'w');
+  try {
+    for (let i = 0; i < mib; i++) writeSync(fd, chunk, 0, chunk.length, i << 20);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+interface Summary {
+  readonly medians: Record<string, Record<string, number>>;
+  readonly runs: Samples;
+  readonly ratios: Record<string, Record<string, number>>;
+}
+
+function summarize(samples: Samples, ratios: readonly [string, string, string][]): Summary {
+  const medians: Summary['medians'] = {};
+  const ratioTable: Summary['ratios'] = {};
+  for (const [metric, byServer] of Object.entries(samples)) {
+    medians[metric] = {};
+    for (const [server, values] of Object.entries(byServer)) {
+      medians[metric][server] = round(median(values));
+    }
+    for (const [name, ours, theirs] of ratios) {
+      const a = medians[metric][ours];
+      const b = medians[metric][theirs];
+      if (a !== undefined && b !== undefined && b > 0) {
+        ratioTable[name] ??= {};
+        ratioTable[name][metric] = Math.round((a / b) * 1000) / 1000;
+      }
+    }
+  }
+  return {
+    medians,
+    runs: mapValues(samples, (byServer) => mapValues(byServer, (v) => v.map(round))),
+    ratios: ratioTable,
+  };
+}
+
+function mapValues<T, U>(record: Record<string, T>, map: (value: T) => U): Record<string, U> {
+  return Object.fromEntries(Object.entries(record).map(([key, value]) => [key, map(value)]));
+}
+
+function round(value: number): number {
+  return Math.round(value * 10) / 10;
+}
+
+function fmt(value: number | undefined): string {
+  return value === undefined || value === 0 ? '-' : value.toFixed(1);
+}
+
+function printTable(
+  title: string,
+  summary: Summary,
+  servers: readonly string[],
+  ratios: readonly [string, string][],
+): void {
+  const metrics = Object.keys(summary.medians);
+  if (metrics.length === 0) return;
+  const header = ['metric', ...servers, ...ratios.map(([, label]) => label)];
+  const rows = metrics.map((metric) => [
+    metric,
+    ...servers.map((server) => fmt(summary.medians[metric]?.[server])),
+    ...ratios.map(([name]) => {
+      const ratio = summary.ratios[name]?.[metric];
+      return ratio === undefined ? '-' : `${ratio.toFixed(2)}×`;
+    }),
+  ]);
+  const widths = header.map((_, i) => Math.max(...[header, ...rows].map((row) => row[i]!.length)));
+  const line = (row: string[]): string =>
+    row
+      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!)))
+      .join('  ');
+  console.log(`\n${title}`);
+  console.log(line(header));
+  for (const row of rows) console.log(line(row));
+}
+
+main().then(
+  () => runCleanups(),
+  (error: unknown) => {
+    console.error(`bench failed: ${(error as Error).stack ?? String(error)}`);
+    runCleanups();
+    process.exit(1);
+  },
+);
