@@ -133,13 +133,14 @@ const ring = fc.record({
 /** What a plain re-reading of the ring says the next pop must return. */
 type Expected =
   | { kind: 'empty' }
-  | { kind: 'invalid' }
+  | { kind: 'invalid'; code?: string }
   | { kind: 'chain'; id: number; slots: number; readable: Segment[]; writable: Segment[] };
 
 /**
  * An independent reading of §2.8 with BigInt addresses and the GuestMemory accessors: first the
- * list structure, then every element. Only whether the device must refuse the chain is compared,
- * not which rule it reports first.
+ * list structure, then every element, then the slot and buffer id bookkeeping. For a malformed
+ * list or element only whether the device must refuse the chain is compared, not which rule it
+ * reports first; a well-formed chain refused for its slots or id must be refused for that reason.
  */
 function expectedPop(
   memory: GuestMemory,
@@ -194,16 +195,13 @@ function expectedPop(
     if (index === 0) wrap ^= 1;
     if (!isAvailable(read(index).flags, wrap)) return { kind: 'invalid' };
   }
-  let outstanding = 0;
-  for (const n of inFlight.values()) outstanding += n;
-  if (slots > size - outstanding) return { kind: 'invalid' };
-  if (last.id >= size || inFlight.has(last.id)) return { kind: 'invalid' };
   const readable: Segment[] = [];
   const writable: Segment[] = [];
   let sawWrite = false;
   let total = 0;
   for (const e of elements) {
-    if (e.addr >= BigInt(Number.MAX_SAFE_INTEGER)) return { kind: 'invalid' };
+    // 2^53 - 1 is still an exact address: only a zero-length element may sit there.
+    if (e.addr > BigInt(Number.MAX_SAFE_INTEGER)) return { kind: 'invalid' };
     const addr = Number(e.addr);
     if (!memory.checkRange(addr, e.len)) return { kind: 'invalid' };
     if (e.write) sawWrite = true;
@@ -212,6 +210,11 @@ function expectedPop(
     if (total >= 2 ** 32) return { kind: 'invalid' };
     if (e.len > 0) (e.write ? writable : readable).push({ addr, len: e.len });
   }
+  let outstanding = 0;
+  for (const n of inFlight.values()) outstanding += n;
+  if (slots > size - outstanding) return { kind: 'invalid', code: 'AVAIL_INDEX_JUMP' };
+  if (last.id >= size) return { kind: 'invalid', code: 'BUFFER_ID_OUT_OF_RANGE' };
+  if (inFlight.has(last.id)) return { kind: 'invalid', code: 'BUFFER_ID_IN_USE' };
   return { kind: 'chain', id: last.id, slots, readable, writable };
 }
 
@@ -291,6 +294,7 @@ function run(config: { size: number; eventIdx: boolean; indirect: boolean }, ste
     expect(chain).toBeNull();
     if (expected.kind === 'invalid') {
       expect(violations.length).toBe(before + 1);
+      if (expected.code) expect(violations[before]!.code).toBe(expected.code);
       expect(violations[before]!.needsReset).toBe(true);
       expect(device.broken).toBe(true);
     } else {
