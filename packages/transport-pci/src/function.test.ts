@@ -510,6 +510,8 @@ describe('MSI-X', () => {
     expect(queue0!.takeUsed()).toEqual({ token: 1, len: 3 });
     expect(t.messages).toEqual([]);
     expect(t.levels).toEqual([]);
+    // Nothing is left behind for INTx to deliver if MSI-X is turned off later.
+    expect(t.fn.isrStatus).toBe(0);
   });
 
   it('falls back to INTx when MSI-X is disabled again', async () => {

@@ -67,6 +67,19 @@ describe('MsixTable', () => {
     expect(pba[0]).toBe(0);
   });
 
+  it('keeps pending bits when the guest writes the PBA', () => {
+    const { table, reports, program } = setup();
+    table.setControl(true, false);
+    program(1, 0xfee0_0000n, 0x31, true);
+    table.signal(1);
+    table.writePba(0, new Uint8Array(8));
+    expect(table.isPending(1)).toBe(true);
+    const pba = new Uint8Array(8);
+    table.readPba(0, pba);
+    expect(pba[0]).toBe(0b10);
+    expect(reports).toHaveLength(1);
+  });
+
   it('holds every vector while the function is masked', () => {
     const { table, delivered, program } = setup();
     program(0, 0xfee0_0000n, 0x30, false);
