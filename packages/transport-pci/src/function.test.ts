@@ -549,6 +549,21 @@ describe('notifications', () => {
     expect(() => t.fn.notifyAddress(2)).toThrow(/no queue 2/);
   });
 
+  it('delivers a notification that arrived through an ioeventfd like a write', async () => {
+    const t = setup();
+    const [, queue1] = await initialize(t);
+    const input = t.guest.allocate(2);
+    const output = t.guest.allocate(2);
+    queue1!.add([{ addr: input, len: 2 }], [{ addr: output, len: 2 }], 9);
+    queue1!.publish();
+    t.fn.notifyQueue(1);
+    expect(queue1!.takeUsed()).toEqual({ token: 9, len: 2 });
+    expect(t.levels).toEqual([true]);
+    t.fn.notifyQueue(2);
+    expect(t.fn.controller.violations.count('QUEUE_INDEX_INVALID')).toBe(1);
+    expect(t.fn.violations.count()).toBe(0);
+  });
+
   it('finds the queue from the value with a multiplier of 0', async () => {
     const t = setup({ notifyOffMultiplier: 0 });
     const [, queue1] = await initialize(t);
