@@ -95,9 +95,11 @@ export const MAX_PORTS = 511;
 
 /**
  * Field order of the RESIZE payload. virtio 1.2 (§5.3.6.2, `struct virtio_console_resize`) says
- * cols then rows, but Linux has read rows then cols since multiport support appeared (2.6.35),
- * except 6.15 and 6.16 (and stable kernels that took that change as a backport); 6.17 reverted to
- * rows then cols and the virtio maintainers proposed changing the spec to match.
+ * `le16 cols; le16 rows`. Linux read rows then cols from multiport support (2.6.35) until
+ * "virtio_console: fix order of fields cols and rows", which the stable kernels took in 6.1.160
+ * and 6.12.65 (Debian changelogs). The guest kernels Virtkit boots, Debian's 6.1.192 (bookworm)
+ * and 6.12.117 (trixie), read `struct { __virtio16 cols; __virtio16 rows; }`, so `cols-rows` is
+ * the default; `rows-cols` is for older guests, which would otherwise swap the two.
  */
 export type ResizeLayout = 'rows-cols' | 'cols-rows';
 

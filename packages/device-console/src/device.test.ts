@@ -102,7 +102,8 @@ describe('single-port console', () => {
     const config = guest.driver.readConfig(0, 4);
     expect(new DataView(config.buffer).getUint16(0, true)).toBe(100);
     expect(new DataView(config.buffer).getUint16(2, true)).toBe(30);
-    // Linux reads cols/rows only on a config change interrupt: activation must raise one.
+    // Linux 6.1 reads cols/rows only on a config change interrupt (6.12.117 also once at probe):
+    // activation must raise one.
     expect(guest.driver.interrupt.config).toBeGreaterThan(0);
     const before = guest.driver.interrupt.config;
     backend.resize({ cols: 80, rows: 25 });
@@ -312,11 +313,24 @@ describe('multiport console', () => {
     expect(guest.driver.controller.violations.count('CONSOLE_BUFFER_SHORT')).toBe(1);
   });
 
-  it('uses the spec field order for RESIZE when asked to', async () => {
+  it('sends RESIZE as le16 cols, le16 rows by default, as Debian 6.1.192 and 6.12.117 read it', async () => {
     const backend = new MemoryBackend({ size: { cols: 132, rows: 43 } });
-    const device = new ConsoleDevice({ backend, maxPorts: 2, resizeLayout: 'cols-rows' });
-    const guest = await GuestConsole.create(device, undefined, { resizeLayout: 'cols-rows' });
+    const device = new ConsoleDevice({ backend, maxPorts: 2 });
+    const guest = await GuestConsole.create(device);
     await guest.probe();
+    const resize = guest.received.find((m) => m.event === ControlEvent.RESIZE);
+    // Literal bytes, independent of the harness's decoding: cols 132 first, then rows 43.
+    expect(resize && [...resize.payload]).toEqual([132, 0, 43, 0]);
+    expect(guest.ports.get(0)!.size).toEqual({ cols: 132, rows: 43 });
+  });
+
+  it('puts rows first for older Linux guests when asked to', async () => {
+    const backend = new MemoryBackend({ size: { cols: 132, rows: 43 } });
+    const device = new ConsoleDevice({ backend, maxPorts: 2, resizeLayout: 'rows-cols' });
+    const guest = await GuestConsole.create(device, undefined, { resizeLayout: 'rows-cols' });
+    await guest.probe();
+    const resize = guest.received.find((m) => m.event === ControlEvent.RESIZE);
+    expect(resize && [...resize.payload]).toEqual([43, 0, 132, 0]);
     expect(guest.ports.get(0)!.size).toEqual({ cols: 132, rows: 43 });
   });
 

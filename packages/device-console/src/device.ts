@@ -60,7 +60,10 @@ export interface ConsoleDeviceOptions {
    * it the device has port 0 only.
    */
   readonly multiport?: boolean;
-  /** Field order of RESIZE messages (default `rows-cols`, what Linux reads; see ResizeLayout). */
+  /**
+   * Field order of RESIZE messages (default `cols-rows`: the spec's order, which Debian's 6.1 and
+   * 6.12 guest kernels read; `rows-cols` for older Linux guests; see {@link ResizeLayout}).
+   */
   readonly resizeLayout?: ResizeLayout;
   /** Largest size of each data queue, a power of two (default 128, as QEMU). */
   readonly queueSize?: number;
@@ -178,7 +181,7 @@ export class ConsoleDevice implements VirtioDevice {
     }
     this.maxPorts = maxPorts;
     this.multiport = multiport;
-    this.#resizeLayout = options.resizeLayout ?? 'rows-cols';
+    this.#resizeLayout = options.resizeLayout ?? 'cols-rows';
     this.#log = options.log ?? (() => {});
     this.#defer = options.defer ?? ((task) => setImmediate(task));
     // Room for a full round of messages per port (ADD, CONSOLE_PORT, RESIZE, NAME, OPEN) and then

@@ -55,13 +55,15 @@ describe('control message encoding (§5.3.6.2)', () => {
     expect(new TextDecoder().decode(message.payload)).toBe('org.qemu.guest_agent.0');
   });
 
-  it('RESIZE puts rows first for Linux and cols first for the 1.2 spec layout', () => {
-    const linux = decodeControlMessage(encodeResize(0, { cols: 132, rows: 43 }, 'rows-cols'));
-    expect(linux.event).toBe(ControlEvent.RESIZE);
-    expect([...linux.payload]).toEqual([43, 0, 132, 0]);
-    expect(decodeResize(linux.payload, 'rows-cols')).toEqual({ cols: 132, rows: 43 });
+  it('RESIZE puts cols first in the spec layout and rows first for older Linux guests', () => {
+    // Linux 6.1.192 / 6.12.117 handle_control_message: struct { __virtio16 cols; __virtio16 rows; }
     const spec = decodeControlMessage(encodeResize(0, { cols: 132, rows: 43 }, 'cols-rows'));
+    expect(spec.event).toBe(ControlEvent.RESIZE);
     expect([...spec.payload]).toEqual([132, 0, 43, 0]);
+    expect(decodeResize(spec.payload, 'cols-rows')).toEqual({ cols: 132, rows: 43 });
+    const old = decodeControlMessage(encodeResize(0, { cols: 132, rows: 43 }, 'rows-cols'));
+    expect([...old.payload]).toEqual([43, 0, 132, 0]);
+    expect(decodeResize(old.payload, 'rows-cols')).toEqual({ cols: 132, rows: 43 });
   });
 
   it('clamps sizes to 16 bits', () => {

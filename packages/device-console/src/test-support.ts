@@ -169,7 +169,7 @@ export class GuestConsole {
     if (!variant.eventIdx) features &= ~featureBit(Feature.RING_EVENT_IDX);
     if (!variant.indirect) features &= ~featureBit(Feature.RING_INDIRECT_DESC);
     const driver = await TestDriver.create(device, { layout: variant.layout, features });
-    return new GuestConsole(driver, options.resizeLayout ?? 'rows-cols');
+    return new GuestConsole(driver, options.resizeLayout ?? 'cols-rows');
   }
 
   get violations(): number {

@@ -211,7 +211,8 @@ describe.skipIf(!consolePackage)(
             [1, PORT_OPEN, 1],
           ]);
           const resize = new DataView(replies[1]!.payload.buffer);
-          expect([resize.getUint16(0, true), resize.getUint16(2, true)]).toEqual([30, 100]);
+          // cols then rows: what Linux 6.1.192 and 6.12.117 read (see ResizeLayout).
+          expect([resize.getUint16(0, true), resize.getUint16(2, true)]).toEqual([100, 30]);
           expect(text(replies[3]!.payload)).toBe('org.example.agent');
 
           // init_port_console: PORT_OPEN 1 for the console; open(2) of /dev/vport0p1 for port 1.
