@@ -119,6 +119,11 @@ export interface AttachNetOptions {
   readonly socketDir: string;
   readonly mac?: string;
   readonly reconnect?: number;
+  /**
+   * MSI-X for the guest's NIC. Default: on for QEMU's own, off for vhost-user (QEMU 7.2 under
+   * TCG crashes with a vhost-user NIC that has MSI-X; see {@link NetAttachment}).
+   */
+  readonly msix?: boolean;
   readonly onOutput?: (text: string) => void;
 }
 
@@ -136,7 +141,10 @@ export async function attachNet(
   server: NetServer,
   options: AttachNetOptions,
 ): Promise<AttachedNet> {
-  const mac = options.mac !== undefined ? { mac: options.mac } : {};
+  const mac = {
+    ...(options.mac !== undefined ? { mac: options.mac } : {}),
+    ...(options.msix !== undefined ? { msix: options.msix } : {}),
+  };
   if (server === 'builtin') {
     return {
       attachment: { kind: 'tap', ifname: options.tap, ...mac },

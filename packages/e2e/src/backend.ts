@@ -83,6 +83,8 @@ export interface VirtkitBackendOptions {
   readonly readyTimeoutMs?: number;
   /** Extra environment for the backend (e.g. a debug switch). */
   readonly env?: Readonly<Record<string, string>>;
+  /** More arguments for `virtkit vhost-user` (`--verbose` is added when VIRTKIT_E2E_VERBOSE=1). */
+  readonly extraArgs?: readonly string[];
 }
 
 /** Starts `virtkit vhost-user --socket PATH --device DEVICE` and waits until it listens. */
@@ -95,7 +97,16 @@ export async function startVirtkitBackend(
   const proc = ManagedProcess.start({
     label: options.label ?? `virtkit vhost-user ${options.device.split(',')[0]}`,
     command: cli.command,
-    args: [...cli.args, 'vhost-user', '--socket', options.socket, '--device', options.device],
+    args: [
+      ...cli.args,
+      'vhost-user',
+      '--socket',
+      options.socket,
+      '--device',
+      options.device,
+      ...(process.env.VIRTKIT_E2E_VERBOSE === '1' ? ['--verbose'] : []),
+      ...(options.extraArgs ?? []),
+    ],
     stdin: 'ignore',
     ...(options.netns !== undefined ? { netns: options.netns } : {}),
     ...(options.onOutput !== undefined ? { onOutput: options.onOutput } : {}),
