@@ -131,7 +131,7 @@ async function main(): Promise<number> {
     append: 'quiet',
     blk: [disk.attachment],
     net: [nic.attachment],
-    ...(shell ? { stdin: 'inherit' as const } : { onOutput: (text) => process.stdout.write(text) }),
+    ...(shell ? { stdin: 'inherit' as const } : { onOutput: consoleFilter() }),
   });
   if (shell) {
     vm.child.stdout?.pipe(process.stdout);
@@ -159,6 +159,30 @@ async function main(): Promise<number> {
   }
   say('cleaning up (backends, namespace, temporary files)');
   return shell || guestOk ? 0 : 1;
+}
+
+/**
+ * Console output for the demo, by line: the firmware's screen (before the kernel's first line)
+ * and the module loading list are left out.
+ */
+function consoleFilter(): (text: string) => void {
+  let pending = '';
+  let started = false;
+  return (text) => {
+    pending += text;
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const raw of lines) {
+      const line = raw.replace(/\r$/, '');
+      if (/^qemu-system/.test(line)) {
+        process.stdout.write(`${line}\n`);
+        continue;
+      }
+      if (/^virtkit: linux /.test(line)) started = true;
+      if (!started || line === 'VIRTKIT-GUEST-READY' || /^VIRTKIT-EXIT /.test(line)) continue;
+      process.stdout.write(`${line}\n`);
+    }
+  };
 }
 
 function socketOf(attachment: { kind: string; socket?: string }): string {

@@ -82,8 +82,10 @@ export class ManagedProcess {
         }
       }
     });
-    const take = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
-      const text = chunk.toString();
+    // Decode as UTF-8 per stream, so that a character split across two reads stays whole.
+    this.child.stdout?.setEncoding('utf8');
+    this.child.stderr?.setEncoding('utf8');
+    const take = (stream: 'stdout' | 'stderr') => (text: string) => {
       this.output += text;
       options.onOutput?.(text, stream);
       this.checkWaiters();
@@ -250,8 +252,8 @@ export async function runCommand(
   });
   if (options.input !== undefined) proc.child.stdin?.end(options.input);
   let stdout = '';
-  proc.child.stdout?.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString();
+  proc.child.stdout?.on('data', (text: string) => {
+    stdout += text;
   });
   const status = await proc.exited;
   if (status.code !== 0) {
