@@ -6,7 +6,7 @@
  * would: reads and writes of little-endian bytes through `BusDevice` windows.
  */
 
-import type { DeviceController, VirtioDevice } from '@virtkit/core';
+import type { BusDevice, DeviceController, VirtioDevice } from '@virtkit/core';
 import type { TestMemory } from '@virtkit/core/testing';
 
 /** What probing found (MMIO DeviceID/VendorID; PCI device ID − 0x1040 and subsystem vendor). */
@@ -145,6 +145,20 @@ export interface TransportFixture {
    * status and writes 0 to it there, then moves the window back. Absent for fixed windows (MMIO).
    */
   overlapWindow?(): WindowOverlap;
+  /**
+   * Every guest-visible window of the transport as a raw bus device with its size, for random
+   * accesses (MMIO: the register window; PCI: conf1, ECAM, and each structure in the BAR).
+   */
+  windows(): readonly GuestWindow[];
+}
+
+/** A range the guest can access, offsets from `device`'s base. */
+export interface GuestWindow {
+  readonly name: string;
+  readonly size: number;
+  readonly device: BusDevice;
+  /** The registers in it, at their natural widths: where random accesses hit most often. */
+  readonly registers: readonly (readonly [offset: number, width: 1 | 2 | 4])[];
 }
 
 /** A transport under test: `name` (`mmio`, `pci-msix`, `pci-intx`) and how to set one up. */

@@ -270,6 +270,18 @@ function mmioHostileAccesses(bus: BusDevice): number {
   return accesses.length;
 }
 
+/** Fields of a small device configuration space (the echo device's), for random accesses. */
+export const CONFIG_FIELDS: readonly (readonly [number, 1 | 2 | 4])[] = [
+  [0, 4],
+  [4, 4],
+  [8, 4],
+  [8, 2],
+  [10, 2],
+  [12, 2],
+  [14, 1],
+  [15, 1],
+];
+
 /** The conformance case for virtio-mmio. */
 export const mmioCase: TransportCase = {
   name: 'mmio',
@@ -281,6 +293,28 @@ export const mmioCase: TransportCase = {
       controller: transport.controller,
       transportViolations: () => transport.violations.count(),
       hostileAccesses: () => mmioHostileAccesses(transport),
+      windows: () => [
+        {
+          name: 'window',
+          size: 0x1000,
+          device: transport,
+          // The state machine's registers twice, so random sequences get somewhere with them.
+          registers: [
+            ...Object.values(VIRTIO_MMIO),
+            ...[VIRTIO_MMIO.STATUS, VIRTIO_MMIO.STATUS, VIRTIO_MMIO.QUEUE_READY],
+            ...[VIRTIO_MMIO.QUEUE_NOTIFY, VIRTIO_MMIO.QUEUE_SEL, VIRTIO_MMIO.INTERRUPT_ACK],
+          ].map((offset) => [offset, 4] as const),
+        },
+        {
+          name: 'config',
+          size: 0x20,
+          device: {
+            read: (offset, data) => transport.read(VIRTIO_MMIO.CONFIG + offset, data),
+            write: (offset, data) => transport.write(VIRTIO_MMIO.CONFIG + offset, data),
+          },
+          registers: CONFIG_FIELDS,
+        },
+      ],
       transportState: () => ({
         interruptStatus: transport.interruptStatus,
         asserted: transport.interruptAsserted,

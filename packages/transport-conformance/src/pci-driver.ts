@@ -13,12 +13,14 @@ import type { TestMemory } from '@virtkit/core/testing';
 import {
   PciConfiguration,
   type PciFunction,
+  type PciInterruptMap,
   PciRoot,
   VirtioPciFunction,
 } from '@virtkit/transport-pci';
 import type {
   ConfigWidth,
   DeviceIdentity,
+  GuestWindow,
   InterruptCauses,
   QueueAddresses,
   TransportCase,
@@ -26,7 +28,7 @@ import type {
   TransportFixture,
   WindowOverlap,
 } from './driver.js';
-import { RecordingLine } from './mmio-driver.js';
+import { CONFIG_FIELDS, RecordingLine } from './mmio-driver.js';
 
 /** Linux include/uapi/linux/pci_regs.h. */
 const PCI = {
@@ -91,6 +93,29 @@ const VIRTIO_PCI = {
   ISR_QUEUE: 0x1,
   MSI_NO_VECTOR: 0xffff,
 } as const;
+
+/** struct virtio_pci_common_cfg's fields at their widths, for random accesses. */
+const COMMON_FIELDS: readonly (readonly [number, 1 | 2 | 4])[] = [
+  [VIRTIO_PCI.COMMON_DFSELECT, 4],
+  [VIRTIO_PCI.COMMON_DF, 4],
+  [VIRTIO_PCI.COMMON_GFSELECT, 4],
+  [VIRTIO_PCI.COMMON_GF, 4],
+  [VIRTIO_PCI.COMMON_MSIX, 2],
+  [VIRTIO_PCI.COMMON_NUMQ, 2],
+  [VIRTIO_PCI.COMMON_STATUS, 1],
+  [VIRTIO_PCI.COMMON_CFGGENERATION, 1],
+  [VIRTIO_PCI.COMMON_Q_SELECT, 2],
+  [VIRTIO_PCI.COMMON_Q_SIZE, 2],
+  [VIRTIO_PCI.COMMON_Q_MSIX, 2],
+  [VIRTIO_PCI.COMMON_Q_ENABLE, 2],
+  [VIRTIO_PCI.COMMON_Q_NOFF, 2],
+  ...[0, 4, 8, 12, 16, 20].map((i) => [VIRTIO_PCI.COMMON_Q_DESCLO + i, 4] as const),
+  // The state machine's registers again, so random sequences get somewhere with them.
+  [VIRTIO_PCI.COMMON_STATUS, 1],
+  [VIRTIO_PCI.COMMON_STATUS, 1],
+  [VIRTIO_PCI.COMMON_Q_ENABLE, 2],
+  [VIRTIO_PCI.COMMON_Q_SELECT, 2],
+];
 
 /** How the driver makes configuration cycles. */
 export interface ConfigAccess {
@@ -188,6 +213,8 @@ export interface PciDriverOptions {
   readonly barAddress: number;
   /** The platform's INTx inputs by IRQ number (what `pci_dev->irq` names). */
   readonly intxLines: ReadonlyMap<number, RecordingLine>;
+  /** The host bridge's device-tree `interrupt-map` (the driver finds its IRQ there). */
+  readonly interruptMap: PciInterruptMap;
   /** MSI-X messages the platform received, oldest first; the driver takes them. */
   readonly msiInbox: { address: bigint; data: number }[];
 }
@@ -277,9 +304,15 @@ export class PciDriver implements TransportDriver {
       notifyMultiplier: c.read(0, devfn, notify + VIRTIO_PCI.NOTIFY_CAP_MULT, 4),
       device: device ? this.#map(devfn, device, bars, 0, 4) : undefined,
       msix: this.#findMsix(devfn, bars),
-      irq: c.read(0, devfn, PCI.INTERRUPT_LINE, 1),
+      irq: this.#intxIrq(devfn),
       bar,
     };
+    const msix = this.#probed.msix;
+    if (msix) {
+      // pci_msix_init: MSI-X off until a driver asks for vectors, whatever was left enabled.
+      const flags = c.read(0, devfn, msix.control, 2);
+      c.write(0, devfn, msix.control, 2, flags & ~PCI.MSIX_FLAGS_ENABLE);
+    }
     if (this.#options.interrupts === 'intx') {
       if (c.read(0, devfn, PCI.INTERRUPT_PIN, 1) === 0) {
         throw new VirtkitError('DRIVER', 'the function has no INTx pin');
@@ -291,6 +324,21 @@ export class PciDriver implements TransportDriver {
     this.#notifyOffsets.clear();
     this.#msixReady = false;
     return identity;
+  }
+
+  /**
+   * The platform IRQ of the function's INTx pin, found the way Linux does on a device-tree
+   * machine (`of_irq_parse_and_map_pci`): the host bridge's `interrupt-map`, matched on the
+   * masked child address (bus, device, function) and pin. The interrupt line register is only a
+   * hint the guest may have overwritten. -1 if the pin is not mapped.
+   */
+  #intxIrq(devfn: number): number {
+    const pin = this.#config.read(0, devfn, PCI.INTERRUPT_PIN, 1);
+    const { mask, entries } = this.#options.interruptMap;
+    const entry = entries.find(
+      (e) => e.childAddress[0] === ((devfn << 8) & mask[0]) && e.pin === (pin & mask[3]),
+    );
+    return entry?.irq ?? -1;
   }
 
   /** `__pci_read_bases`: decoding off, all ones into each BAR, size from the read-back. */
@@ -802,6 +850,7 @@ function pciCase(interrupts: 'msix' | 'intx'): TransportCase {
         // Linux moving the BAR: high in the 64-bit window, or below 4 GiB.
         barAddress: interrupts === 'msix' ? 0x1_2000_0000 : 0x4800_0000,
         intxLines: lines,
+        interruptMap: root.interruptMap(),
         msiInbox,
       });
       const transportViolations = () => fn.violations.count() + root.violations.count();
@@ -824,6 +873,66 @@ function pciCase(interrupts: 'msix' | 'intx'): TransportCase {
           isr: fn.isrStatus,
           intx: fn.interruptAsserted,
         }),
+        windows: (): GuestWindow[] => {
+          const bar = fn.barDevice();
+          type Registers = GuestWindow['registers'];
+          const part = (
+            name: string,
+            base: number,
+            size: number,
+            device: BusDevice,
+            registers: Registers,
+          ): GuestWindow => ({
+            name,
+            size,
+            registers,
+            device: {
+              read: (offset, data) => device.read(base + offset, data),
+              write: (offset, data) => device.write(base + offset, data),
+            },
+          });
+          const { layout, capabilityOffsets: caps } = fn;
+          const dwords = (count: number) =>
+            Array.from({ length: count }, (_, i) => [4 * i, 4] as const);
+          const header: Registers = [
+            [PCI.COMMAND, 2],
+            [PCI.STATUS, 2],
+            [PCI.BASE_ADDRESS_0, 4],
+            [PCI.BASE_ADDRESS_0 + 4, 4],
+            [PCI.INTERRUPT_LINE, 1],
+            [caps.msix! + PCI.MSIX_FLAGS, 2],
+            [caps.pciCfg + VIRTIO_PCI.CAP_BAR, 1],
+            [caps.pciCfg + VIRTIO_PCI.CAP_OFFSET, 4],
+            [caps.pciCfg + VIRTIO_PCI.CAP_LENGTH, 4],
+            [caps.pciCfg + 16, 4],
+            [caps.pciCfg + 16, 1],
+          ];
+          return [
+            {
+              name: 'conf1',
+              size: 8,
+              device: root.conf1,
+              registers: [
+                [0, 4],
+                [4, 4],
+                [5, 1],
+                [6, 2],
+              ],
+            },
+            { name: 'ecam', size: root.ecamSize, device: root.ecam, registers: [] },
+            part('ecam 00:03.0', 3 << 15, 0x1000, root.ecam, header),
+            { name: 'bar', size: layout.barSize, device: bar, registers: [] },
+            part('common', layout.common.offset, 0x40, bar, COMMON_FIELDS),
+            part('isr', layout.isr.offset, 4, bar, [[0, 1]]),
+            part('device config', layout.device.offset, 0x20, bar, CONFIG_FIELDS),
+            part('notify', layout.notify.offset, 0x10, bar, [
+              [0, 2],
+              [4, 2],
+            ]),
+            part('msix table', layout.msixTable.offset, 0x40, bar, dwords(16)),
+            part('msix pba', layout.msixPba.offset, 0x10, bar, dwords(2)),
+          ];
+        },
         overlapWindow: (): WindowOverlap => {
           const violations = transportViolations();
           const accesses = bystander.accesses;
