@@ -68,7 +68,7 @@ describe.each(cases)('$name under random register accesses', (transportCase) => 
       let registerViolations = 0;
       await fc.assert(
         fc.asyncProperty(scenarioArbitrary, async ({ start, accesses }) => {
-          const guest = createTestMemory({ size: 4 << 20 });
+          const guest = createTestMemory({ size: 1 << 20 });
           const fixture = transportCase.create(new EchoDevice(), guest);
           const { driver } = fixture;
           const options = { layout, queues: 2, driverFeatures: REVERSE, guest } as const;
