@@ -94,8 +94,10 @@ export type { Segment } from './queue/chain.js';
 export { ChainReader, ChainWriter, DescriptorChain } from './queue/chain.js';
 export { createDeviceQueue } from './queue/factory.js';
 export { PackedDeviceQueue } from './queue/packed.js';
+export type { PackedDriverQueueOptions } from './queue/packed-driver.js';
 export { PackedDriverQueue } from './queue/packed-driver.js';
 export { SplitDeviceQueue } from './queue/split.js';
+export type { SplitDriverQueueOptions } from './queue/split-driver.js';
 export { SplitDriverQueue } from './queue/split-driver.js';
 export type {
   DeviceQueue,

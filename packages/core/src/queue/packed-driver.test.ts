@@ -14,12 +14,15 @@ import { GuestMemory, type GuestRegionInit } from '../memory.js';
 import type { DescriptorChain, Segment } from './chain.js';
 import { PackedDeviceQueue } from './packed.js';
 import { PackedDriverQueue } from './packed-driver.js';
+import type { QueuePosition } from './types.js';
 
 interface PairOptions {
   size?: number;
   eventIdx?: boolean;
   indirect?: boolean;
   regions?: GuestRegionInit[];
+  /** Both sides start here (the device as after SET_VRING_BASE). */
+  position?: QueuePosition;
 }
 
 /** A driver queue and a device queue on the same ring, as a guest and a device would share it. */
@@ -44,6 +47,7 @@ function pair(options: PairOptions = {}) {
     eventIdx,
     indirect,
     allocate,
+    ...(options.position ? { startPosition: options.position } : {}),
   });
   const violations: ProtocolViolation[] = [];
   const device = new PackedDeviceQueue(
@@ -56,7 +60,11 @@ function pair(options: PairOptions = {}) {
       eventIdx,
       indirect,
     },
-    { memory, onViolation: (v) => violations.push(v) },
+    {
+      memory,
+      onViolation: (v) => violations.push(v),
+      ...(options.position ? { position: options.position } : {}),
+    },
   );
   // Buffers live well away from the rings.
   const buffer = (n: number): Segment => ({ addr: 0x20000 + n * 0x100, len: 0x100 });
@@ -439,5 +447,58 @@ describe('PackedDriverQueue checks what the device returns', () => {
     expect(driver.takeUsed()).toBeNull();
     usedAt(memory, driver, 0, 0, VIRTQ_DESC_F_USED); // USED only: neither
     expect(driver.takeUsed()).toBeNull();
+  });
+});
+
+describe('PackedDriverQueue starting position', () => {
+  it.each([
+    [5, true],
+    [5, false],
+    [0, false],
+    [6, true],
+  ])(
+    'starts at slot %s with wrap counter %s, in step with a device started there',
+    (slot, wrap) => {
+      const position = { nextAvail: slot, nextUsed: slot, availWrap: wrap, usedWrap: wrap };
+      const { driver, device, violations, buffer } = pair({ size: 7, position });
+      // Nothing looks available to the device, nor used to the driver, before anything is added.
+      expect(device.pop()).toBeNull();
+      expect(driver.takeUsed()).toBeNull();
+      // Two laps of 2-slot chains, so both wrap counters flip twice.
+      for (let n = 0; n < 14; n++) {
+        expect(driver.add([buffer(0)], [buffer(1)], `r${n}`)).toBe(true);
+        driver.publish();
+        const [chain] = popAll(device);
+        expect(chain?.ringSlots).toBe(2);
+        device.addUsed(chain!, 3);
+        device.publishUsed();
+        expect(driver.takeUsed()).toEqual({ token: `r${n}`, len: 3 });
+      }
+      expect(violations).toEqual([]);
+      expect(device.position()).toEqual(position);
+    },
+  );
+
+  it('refuses a start position that is not a slot or has buffers in flight', () => {
+    const memory = GuestMemory.fromBuffer(new ArrayBuffer(0x10000));
+    let next = 0;
+    const allocate = (size: number) => {
+      next += size + 16;
+      return next - size - 16;
+    };
+    const make = (startPosition: QueuePosition) =>
+      new PackedDriverQueue(memory, {
+        index: 0,
+        size: 8,
+        eventIdx: false,
+        indirect: false,
+        allocate,
+        startPosition,
+      });
+    expect(() => make({ nextAvail: 8, nextUsed: 8 })).toThrow(QueueConfigError);
+    expect(() => make({ nextAvail: 3, nextUsed: 2 })).toThrow(/nothing in flight/);
+    expect(() => make({ nextAvail: 3, nextUsed: 3, availWrap: true, usedWrap: false })).toThrow(
+      QueueConfigError,
+    );
   });
 });

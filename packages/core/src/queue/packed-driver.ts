@@ -21,10 +21,21 @@ import { formatAddress, QueueConfigError, VirtkitError } from '../errors.js';
 import type { GuestMemory } from '../memory.js';
 import type { Segment } from './chain.js';
 import { regionUint16Array, regionUint32Array, vringNeedEvent } from './ring-util.js';
-import type { DriverQueue, DriverQueueOptions, UsedBuffer } from './types.js';
+import type { DriverQueue, DriverQueueOptions, QueuePosition, UsedBuffer } from './types.js';
 
 const EVENT_WRAP_SHIFT = 15;
 const NO_TABLE = -1;
+
+/** Options of {@link PackedDriverQueue}: the common driver options plus a starting position. */
+export interface PackedDriverQueueOptions extends DriverQueueOptions {
+  /**
+   * Start at this ring slot and wrap counter instead of slot 0 with wrap counter 1, as if the ring
+   * had already been used up to there with nothing in flight: for matching a device started from
+   * a {@link QueuePosition} (vhost-user SET_VRING_BASE, snapshots) and for wrap-around tests.
+   * `nextAvail` must equal `nextUsed` and `availWrap` must equal `usedWrap`.
+   */
+  readonly startPosition?: QueuePosition;
+}
 
 /** An indirect table the driver owns; reused once its buffer comes back. */
 interface IndirectTable {
@@ -73,10 +84,10 @@ export class PackedDriverQueue<T = unknown> implements DriverQueue<T> {
   readonly #driverEvent: Uint32Array;
   readonly #deviceEvent: Uint32Array;
 
-  #nextAvail = 0;
-  #availWrap = 1;
-  #nextUsed = 0;
-  #usedWrap = 1;
+  #nextAvail: number;
+  #availWrap: number;
+  #nextUsed: number;
+  #usedWrap: number;
   #free: number;
   /** Ring slots made available since the last publish. */
   #added = 0;
@@ -107,11 +118,25 @@ export class PackedDriverQueue<T = unknown> implements DriverQueue<T> {
    * {@link QueueConfigError} for a size outside 1..32768 or memory the allocator returned that is
    * misaligned or outside one guest memory region.
    */
-  constructor(memory: GuestMemory, options: DriverQueueOptions) {
+  constructor(memory: GuestMemory, options: PackedDriverQueueOptions) {
     const { index, size } = options;
     if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE) {
       throw new QueueConfigError(
         `packed queue size ${size} is not between 1 and ${MAX_QUEUE_SIZE}`,
+      );
+    }
+    const start = options.startPosition ?? { nextAvail: 0, nextUsed: 0 };
+    const startSlot = start.nextAvail;
+    const startWrap = start.availWrap === false ? 0 : 1;
+    if (
+      !Number.isInteger(startSlot) ||
+      startSlot < 0 ||
+      startSlot >= size ||
+      start.nextUsed !== startSlot ||
+      (start.usedWrap === false ? 0 : 1) !== startWrap
+    ) {
+      throw new QueueConfigError(
+        `packed queue ${index}: start position ${JSON.stringify(start)} is not one ring slot and wrap counter with nothing in flight`,
       );
     }
     this.index = index;
@@ -133,6 +158,17 @@ export class PackedDriverQueue<T = unknown> implements DriverQueue<T> {
     this.#desc32.fill(0);
     this.#driverEvent[0] = 0;
     this.#deviceEvent[0] = 0;
+    // The ring as a finished lap would leave it: slots before the start were used with the
+    // current wrap counter, the rest with the other one (a zeroed slot reads as used with wrap
+    // counter 0, so only the slots marked used with wrap counter 1 need writing).
+    const usedFlags = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
+    if (startWrap === 1)
+      for (let slot = 0; slot < startSlot; slot++) this.#desc16[(slot << 3) + 7] = usedFlags;
+    else for (let slot = startSlot; slot < size; slot++) this.#desc16[(slot << 3) + 7] = usedFlags;
+    this.#nextAvail = startSlot;
+    this.#nextUsed = startSlot;
+    this.#availWrap = startWrap;
+    this.#usedWrap = startWrap;
 
     this.#pendingFlagsIndex = new Int32Array(size);
     this.#pendingFlags = new Uint16Array(size);

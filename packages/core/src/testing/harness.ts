@@ -261,10 +261,18 @@ export class TestDriver {
         allocate: (bytes: number, align: number) =>
           this.guest.allocators[0]!.allocate(bytes, align),
       };
+      // The device starts where queuePosition says (vhost-user SET_VRING_BASE): so must we.
+      const position = this.#options.queuePosition?.(index);
       const queue: DriverQueue<number> =
         layout === 'packed'
-          ? new PackedDriverQueue<number>(this.memory, options)
-          : new SplitDriverQueue<number>(this.memory, options);
+          ? new PackedDriverQueue<number>(this.memory, {
+              ...options,
+              ...(position ? { startPosition: position } : {}),
+            })
+          : new SplitDriverQueue<number>(this.memory, {
+              ...options,
+              ...(position ? { startIndex: splitStartIndex(index, position) } : {}),
+            });
       c.writeQueueSize(index, size);
       c.writeQueueAddress64(index, 'desc', queue.descAddr);
       c.writeQueueAddress64(index, 'driver', queue.driverAddr);
@@ -386,4 +394,15 @@ export class TestDriver {
     if (!queue) throw new VirtkitError('DRIVER', `queue ${index} is not set up`);
     return queue;
   }
+}
+
+/** The split driver's starting index for a device started at `position` with nothing in flight. */
+function splitStartIndex(index: number, position: QueuePosition): number {
+  if (position.nextAvail !== position.nextUsed) {
+    throw new VirtkitError(
+      'DRIVER',
+      `queue ${index}: the test driver cannot start at position ${position.nextAvail}/${position.nextUsed}, which has buffers in flight`,
+    );
+  }
+  return position.nextAvail;
 }
