@@ -3,6 +3,8 @@
  * random types, sectors at and past the end, overflowing sectors, odd lengths, missing status
  * bytes, random discard segments) never make the device throw or need a reset, never reach the
  * storage outside `[0, capacity)`, and get the status an independent model of §5.2.6 predicts.
+ * Sectors and lengths are biased to the end of the disk, and one test sweeps it exhaustively, so an
+ * off-by-one in a range check fails here even though the backends check ranges again.
  */
 
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -46,6 +48,8 @@ interface HostileRequest {
 
 const sectorArb = fc.oneof(
   fc.bigInt({ min: 0n, max: SECTORS + 2n }),
+  // The last few sectors, where an off-by-one in a range check shows.
+  fc.bigInt({ min: SECTORS - 10n, max: SECTORS + 1n }),
   fc.constantFrom(SECTORS - 1n, SECTORS, SECTORS + 1n, 1n << 44n, 1n << 55n, (1n << 64n) - 1n),
   fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
 );
@@ -73,12 +77,20 @@ const requestArb: fc.Arbitrary<HostileRequest> = fc.record({
     { weight: 8, arbitrary: fc.constant(16) },
     fc.integer({ min: 0, max: 15 }),
   ),
-  dataLength: fc.oneof(fc.constantFrom(0, 512, 1024, 4096), fc.integer({ min: 0, max: 2100 })),
+  dataLength: fc.oneof(
+    fc.constantFrom(0, 512, 1024, 4096),
+    fc.integer({ min: 0, max: 10 }).map((n) => n * 512),
+    fc.integer({ min: 0, max: 2100 }),
+  ),
   segments: fc.option(fc.array(segmentArb, { minLength: 0, maxLength: MAX_UNMAP_SEGMENTS + 2 }), {
     freq: 2,
   }) as fc.Arbitrary<Segment[] | undefined>,
   writable: fc.array(
-    fc.oneof(fc.constantFrom(1, 21, 513, 1025), fc.integer({ min: 0, max: 1100 })),
+    fc.oneof(
+      fc.constantFrom(1, 21, 513, 1025),
+      fc.integer({ min: 0, max: 10 }).map((n) => n * 512 + 1),
+      fc.integer({ min: 0, max: 1100 }),
+    ),
     { maxLength: 3 },
   ),
   cuts: fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 3 }),
@@ -284,6 +296,39 @@ describe('BlockDevice under hostile requests', () => {
       }),
       { numRuns: 200 },
     );
+  });
+
+  it('accepts exactly the ranges that fit, for every request ending near the end of the disk', async () => {
+    // Exhaustive where an off-by-one lives: each range-taking request type, starting in the last
+    // 10 sectors (and just past the end), 0 to 10 sectors long.
+    const strays: string[] = [];
+    const memory = new MemoryBackend({ size: CAPACITY });
+    const driver = await TestDriver.create(new BlockDevice({ backend: guarded(memory, strays) }), {
+      memory: { size: 4 << 20 },
+    });
+    for (let sector = SECTORS - 10n; sector <= SECTORS + 2n; sector++) {
+      const posted = [];
+      for (let sectors = 0; sectors <= 10; sectors++) {
+        const bytes = sectors * 512;
+        const fits = sector + BigInt(sectors) <= SECTORS;
+        const requests: [string, Uint8Array[], number[]][] = [
+          ['IN', [header(0, sector)], [bytes + 1]],
+          ['OUT', [header(1, sector), new Uint8Array(bytes).fill(9)], [1]],
+          ['DISCARD', [header(11), segments({ sector, sectors })], [1]],
+          ['WRITE_ZEROES', [header(13), segments({ sector, sectors, flags: 1 })], [1]],
+        ];
+        for (const [name, readable, writable] of requests) {
+          const what = `${name} of ${sectors} sectors at sector ${sector}`;
+          posted.push({ what, fits, reply: postBlk(driver, 0, readable, writable) });
+        }
+      }
+      driver.kick(0);
+      for (const { what, fits, reply } of posted) {
+        expect((await reply.done()).status, what).toBe(fits ? BlkStatus.OK : BlkStatus.IOERR);
+      }
+    }
+    expect(strays).toEqual([]);
+    await driver.reset();
   });
 
   const dir = mkdtempSync(join(tmpdir(), 'virtkit-blk-fuzz-'));
