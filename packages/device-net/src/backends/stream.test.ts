@@ -203,6 +203,36 @@ describe('stream backend over a real Unix socket (QEMU -netdev stream framing)',
     expect(device.stats.rxDroppedSize + device.stats.rxErrors).toBe(0);
   });
 
+  it('stops taking transmit buffers while the peer does not read, and resumes when it does', async () => {
+    const path = socketPath();
+    const backend = await StreamBackend.open({ address: path, listen: true });
+    const device = new NetDevice({ backend, mac: GUEST_MAC, mtu: 65535 });
+    cleanup.push(() => device.close());
+    const driver = await TestDriver.create(device, { features: accept(device.features) });
+    const peer = await connectRaw(path);
+    peer.pause(); // the peer reads nothing: the kernel's socket buffers fill, then Node's
+    await until(() => device.linkUp, 1000, 'link up');
+    const frame = ethernet({ dst: PEER_MAC, payloadLength: 60_000 });
+    const total = 200; // 12 MB: far more than the socket buffers (about 2 × 208 KiB) hold
+    for (let i = 0; i < total; i++) driver.post(1, { readable: [header(), frame] });
+    driver.kick(1, true);
+    await sleep(100);
+    // Unbounded buffering would take (and complete) every chain at once. With backpressure the
+    // device stops at the first write Node reports as over its high-water mark: the guest's
+    // remaining buffers wait in the ring.
+    const taken = driver.collect(1).length;
+    expect(taken).toBeGreaterThan(0);
+    expect(taken).toBeLessThan(30);
+    expect(device.stats.txFrames).toBe(taken);
+    const received = collect(peer);
+    peer.resume();
+    const bytes = total * (4 + frame.length);
+    await until(() => received.bytes().length >= bytes, 10_000, 'every frame at the peer');
+    expect(received.bytes().length).toBe(bytes);
+    await until(() => device.stats.txFrames === total, 1000, 'every chain completed');
+    expect(device.stats.txDroppedLink + device.stats.txErrors).toBe(0);
+  });
+
   it('drops a peer that sends an impossible length, and serves one peer at a time', async () => {
     const path = socketPath();
     const backend = await StreamBackend.open({ address: path, listen: true });
