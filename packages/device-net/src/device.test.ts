@@ -1,6 +1,6 @@
 import { DeviceController, DeviceStatus, featureBit, SplitDriverQueue } from '@virtkit/core';
 import { createTestMemory, FakeInterrupt, TestDriver } from '@virtkit/core/testing';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createMemoryPair, type MemoryBackend } from './backends/memory.js';
 import {
   NET_ERR,
@@ -148,6 +148,30 @@ describe.each(RING_CASES)('virtio-net over $name', ({ layout, without }) => {
       expect((await driver.wait(RX0, token)).written.subarray(12)).toEqual(frames[i]);
     }
     expect(device.stats.rxDroppedSize + device.stats.rxErrors).toBe(0);
+  });
+
+  it('waits for receive buffers without polling: no reads, no timers, until the guest kicks', async () => {
+    const { driver, wire, device } = await bench({ layout, without });
+    const receive = vi.spyOn(device.backend, 'receive');
+    const frames = [1, 2, 3].map((n) => ethernet({ payloadLength: 60 + n }));
+    for (const frame of frames) wire.inject(frame);
+    await sleep(5);
+    // One frame was pulled and is held; the backend keeps the rest (it would pause its source).
+    expect(receive).toHaveBeenCalledTimes(1);
+    expect(wire.peer.pending).toBe(2);
+    const immediate = vi.spyOn(globalThis, 'setImmediate');
+    const timeout = vi.spyOn(globalThis, 'setTimeout');
+    await sleep(30);
+    expect(receive).toHaveBeenCalledTimes(1);
+    expect(immediate).not.toHaveBeenCalled();
+    expect(timeout).toHaveBeenCalledTimes(1); // this test's own sleep
+    immediate.mockRestore();
+    timeout.mockRestore();
+    const tokens = postReceive(driver, 3, 1526);
+    for (const [i, token] of tokens.entries()) {
+      expect((await driver.wait(RX0, token)).written.subarray(12)).toEqual(frames[i]);
+    }
+    expect(device.stats.rxFrames).toBe(3);
   });
 
   it('answers control commands and applies the RX mode', async () => {
