@@ -52,7 +52,7 @@ import {
   VRING_NOFD_MASK,
 } from './constants.js';
 import { VhostUserError } from './errors.js';
-import { InflightArea, type SplitInflight } from './inflight.js';
+import { InflightArea, type PackedInflight, type SplitInflight } from './inflight.js';
 import { type MemoryTable, mapMemoryTable } from './memory-table.js';
 import {
   configPayload,
@@ -204,6 +204,7 @@ interface RingPlan {
   readonly used: number;
   readonly position: QueuePosition | undefined;
   readonly inflight: SplitInflight | undefined;
+  readonly packedRecord?: PackedInflight | undefined;
   readonly resubmit: readonly number[];
 }
 
@@ -1127,7 +1128,19 @@ export class VhostUserBackend {
       );
     }
     if (layout === 'packed') {
-      const position = ring.base === undefined ? undefined : decodePackedBase(ring.base);
+      let position = ring.base === undefined ? undefined : decodePackedBase(ring.base);
+      const packedRecord = session.inflight?.packedQueue(index, size);
+      const recovery = packedRecord?.recover();
+      if (recovery) {
+        // QEMU keeps no position of its own for packed rings: after a back-end crash it sends
+        // a stale SET_VRING_BASE. The record is always at least as recent.
+        position = recovery.position;
+        if (recovery.lost > 0) {
+          this.#log(
+            `queue ${index}: ${recovery.lost} requests were in flight when the previous back-end stopped; packed rings cannot resubmit them`,
+          );
+        }
+      }
       if (position) {
         const ahead =
           position.availWrap === position.usedWrap
@@ -1135,11 +1148,11 @@ export class VhostUserBackend {
             : position.nextAvail + size - position.nextUsed;
         if (position.nextAvail >= size || position.nextUsed >= size || ahead < 0 || ahead > size) {
           return fail(
-            `packed ring base ${hex(ring.base!)} is not a position in a ${size}-entry ring`,
+            `packed ring base ${hex(encodeVringBase(position, 'packed'))} is not a position in a ${size}-entry ring`,
           );
         }
       }
-      return { size, desc, avail, used, position, inflight: undefined, resubmit: [] };
+      return { size, desc, avail, used, position, inflight: undefined, packedRecord, resubmit: [] };
     }
     if (used % 4 !== 0) return fail(`used ring address ${hex(address.used)} is not 4-byte aligned`);
     const usedIdx = memory.memory.readU16(used + 2);
@@ -1180,6 +1193,7 @@ export class VhostUserBackend {
         plan && plan.resubmit.length > 0 ? this.#resubmission(index, plan, context) : undefined;
       return new RingQueue(queue, {
         ...(plan?.inflight ? { inflight: plan.inflight } : {}),
+        ...(plan?.packedRecord ? { packedRecord: plan.packedRecord } : {}),
         ...(resubmission ? { resubmission } : {}),
         log: (message) => this.#log(message),
       });

@@ -129,8 +129,12 @@ export const VRING_F_LOG = 1;
 export const U64_SIZE = 8;
 export const VRING_STATE_SIZE = 8;
 export const VRING_ADDR_SIZE = 40;
-/** VhostUserInflight: mmap size (u64), mmap offset (u64), num queues (u16), queue size (u16). */
-export const INFLIGHT_DESCRIPTION_SIZE = 20;
+/**
+ * VhostUserInflight: mmap size (u64), mmap offset (u64), num queues (u16), queue size (u16). The
+ * C struct is not packed, so QEMU sends 24 bytes (4 of tail padding); 20 is accepted too.
+ */
+export const INFLIGHT_DESCRIPTION_SIZE = 24;
+export const INFLIGHT_DESCRIPTION_FIELDS = 20;
 
 /** Inflight I/O tracking (split ring): per-queue header, then one 16-byte state per descriptor. */
 export const INFLIGHT_SPLIT_HEADER = 16;

@@ -6,10 +6,13 @@
  * no request is lost, none is completed twice.
  *
  * The split-ring layout is the one the document describes and libvhost-user uses (one region per
- * queue, 64-byte aligned: a 16-byte header, then a 16-byte state per descriptor). Packed rings are
- * not tracked (see the README's limits).
+ * queue, 64-byte aligned: a 16-byte header, then a 16-byte state per descriptor). For packed rings
+ * only the ring positions are kept (a Virtkit layout in the same region; the area's contents are
+ * private to back-ends): a restarted back-end resumes where the last one stopped, but chains in
+ * flight at a crash are not resubmitted (see the README's limits).
  */
 
+import type { QueuePosition } from '@virtkit/core';
 import {
   fstat,
   ftruncate,
@@ -164,10 +167,20 @@ export class InflightArea {
    * the area has no region for it (fewer queues, or smaller queues, than the ring needs).
    */
   queue(index: number, ringSize: number): SplitInflight | undefined {
+    const data = this.#region(index, ringSize);
+    return data && new SplitInflight(data, ringSize);
+  }
+
+  /** The position record of queue `index` for a packed ring of `ringSize` descriptors. */
+  packedQueue(index: number, ringSize: number): PackedInflight | undefined {
+    const data = this.#region(index, ringSize);
+    return data && new PackedInflight(data, ringSize);
+  }
+
+  #region(index: number, ringSize: number): DataView | undefined {
     if (index >= this.numQueues || ringSize > this.queueSize) return undefined;
     const bytes = inflightQueueBytes(this.queueSize);
-    const data = new DataView(this.#mapping.buffer, this.#offset + index * bytes, bytes);
-    return new SplitInflight(data, ringSize);
+    return new DataView(this.#mapping.buffer, this.#offset + index * bytes, bytes);
   }
 
   /** Unmaps the area. Trackers from {@link queue} must not be used afterwards. */
@@ -284,6 +297,11 @@ export class SplitInflight {
     this.#batch.push(head);
   }
 
+  /** True when used elements were added since the last {@link published}. */
+  get batchPending(): boolean {
+    return this.#batch.length > 0;
+  }
+
   /** The used index `usedIdx` was published: the batch is done. */
   published(usedIdx: number): void {
     const data = this.#data;
@@ -299,5 +317,81 @@ export class SplitInflight {
       if (this.#data.getUint8(this.#desc(head) + D_INFLIGHT) === 1) heads.push(head);
     }
     return heads;
+  }
+}
+
+// Packed position record (Virtkit layout): version and desc_num where the split header has them.
+const P_AVAIL = 12;
+const P_USED = 14;
+const P_IN_FLIGHT = 16;
+/** Marks a packed record, so a split record is never read as one (and back). */
+const PACKED_MARK = 0x8000;
+
+/** What {@link PackedInflight.recover} found. */
+export interface PackedRecovery {
+  /** Where the last back-end was: next available slot and used slot, with wrap counters. */
+  readonly position: QueuePosition;
+  /** Chains it had taken and not returned (they cannot be resubmitted on a packed ring). */
+  readonly lost: number;
+}
+
+/**
+ * The position record of one packed ring: where the device is in the ring after each change, so
+ * a back-end restarted after a crash resumes there. (The front-end cannot tell it: QEMU keeps no
+ * position of its own for packed rings.)
+ */
+export class PackedInflight {
+  readonly ringSize: number;
+  readonly #data: DataView;
+
+  constructor(data: DataView, ringSize: number) {
+    this.#data = data;
+    this.ringSize = ringSize;
+  }
+
+  /**
+   * The recorded position, or `undefined` for a blank record (first use: it is initialized, and
+   * the front-end's SET_VRING_BASE is right).
+   */
+  recover(): PackedRecovery | undefined {
+    const data = this.#data;
+    const size = this.ringSize;
+    if (
+      data.getUint16(H_VERSION, true) !== (INFLIGHT_VERSION | PACKED_MARK) ||
+      data.getUint16(H_DESC_NUM, true) !== size
+    ) {
+      new Uint8Array(data.buffer, data.byteOffset, Math.min(data.byteLength, 64)).fill(0);
+      data.setUint16(H_DESC_NUM, size, true);
+      data.setUint16(P_AVAIL, 0x8000, true);
+      data.setUint16(P_USED, 0x8000, true);
+      data.setUint16(H_VERSION, INFLIGHT_VERSION | PACKED_MARK, true);
+      return undefined;
+    }
+    const avail = data.getUint16(P_AVAIL, true);
+    const used = data.getUint16(P_USED, true);
+    const position = {
+      nextAvail: avail & 0x7fff,
+      availWrap: (avail & 0x8000) !== 0,
+      nextUsed: used & 0x7fff,
+      usedWrap: (used & 0x8000) !== 0,
+    };
+    if (position.nextAvail >= size || position.nextUsed >= size) return undefined;
+    return { position, lost: data.getUint16(P_IN_FLIGHT, true) };
+  }
+
+  /** Records the device's position and how many chains it holds. */
+  record(position: QueuePosition, inFlight: number): void {
+    const data = this.#data;
+    data.setUint16(
+      P_AVAIL,
+      (position.nextAvail & 0x7fff) | (position.availWrap === false ? 0 : 0x8000),
+      true,
+    );
+    data.setUint16(
+      P_USED,
+      (position.nextUsed & 0x7fff) | (position.usedWrap === false ? 0 : 0x8000),
+      true,
+    );
+    data.setUint16(P_IN_FLIGHT, inFlight, true);
   }
 }

@@ -9,6 +9,7 @@ import {
   CONFIG_HEADER_SIZE,
   FLAG_REPLY,
   HEADER_SIZE,
+  INFLIGHT_DESCRIPTION_FIELDS,
   INFLIGHT_DESCRIPTION_SIZE,
   MAX_CONFIG_SIZE,
   MAX_MEMORY_REGIONS,
@@ -170,9 +171,14 @@ export function decodeConfig(message: Message): ConfigAccess {
   return { offset, size, flags, data: payload.subarray(CONFIG_HEADER_SIZE) };
 }
 
-/** Decodes a GET/SET_INFLIGHT_FD payload. */
+/** Decodes a GET/SET_INFLIGHT_FD payload (24 bytes as QEMU sends it, or the 20 without padding). */
 export function decodeInflight(message: Message): InflightDescription {
-  const data = expectSize(message, INFLIGHT_DESCRIPTION_SIZE, 'an inflight description');
+  const size = message.payload.length;
+  const data = expectSize(
+    message,
+    size === INFLIGHT_DESCRIPTION_FIELDS ? size : INFLIGHT_DESCRIPTION_SIZE,
+    'an inflight description',
+  );
   return {
     mmapSize: data.getBigUint64(0, true),
     mmapOffset: data.getBigUint64(8, true),

@@ -7,7 +7,7 @@
  */
 
 import type { DescriptorChain, DeviceQueue, QueuePosition, RingLayout } from '@virtkit/core';
-import type { SplitInflight } from './inflight.js';
+import type { PackedInflight, SplitInflight } from './inflight.js';
 
 /** A phase in which chains recovered from the inflight area are served before the ring's own. */
 export interface Resubmission {
@@ -24,6 +24,8 @@ export interface Resubmission {
 /** Options of a {@link RingQueue}. */
 export interface RingQueueOptions {
   readonly inflight?: SplitInflight;
+  /** Packed rings: where to record the position after each change. */
+  readonly packedRecord?: PackedInflight;
   readonly resubmission?: Resubmission;
   /** Diagnostics. */
   readonly log?: (message: string) => void;
@@ -46,6 +48,7 @@ export class RingQueue implements DeviceQueue {
   #current: DeviceQueue;
   #resubmission: Resubmission | undefined;
   readonly #inflight: SplitInflight | undefined;
+  readonly #packedRecord: PackedInflight | undefined;
   readonly #log: (message: string) => void;
   /** Chains handed out and not returned, with the order they were handed out in. */
   readonly #outstanding = new Map<DescriptorChain, number>();
@@ -60,6 +63,7 @@ export class RingQueue implements DeviceQueue {
     this.#resubmission = options.resubmission;
     this.#current = options.resubmission?.queue ?? queue;
     this.#inflight = options.inflight;
+    this.#packedRecord = options.packedRecord;
     this.#log = options.log ?? (() => {});
   }
 
@@ -96,6 +100,7 @@ export class RingQueue implements DeviceQueue {
     }
     this.#outstanding.set(chain, this.#sequence++);
     this.#inflight?.popped(chain.id);
+    this.#recordPacked(false);
     return chain;
   }
 
@@ -112,12 +117,10 @@ export class RingQueue implements DeviceQueue {
 
   publishUsed(): boolean {
     if (this.#detached) return false;
-    const before = this.#current.position().nextUsed;
     const interrupt = this.#current.publishUsed();
-    if (this.#inflight) {
-      const after = this.#current.position().nextUsed;
-      if (after !== before) this.#inflight.published(after);
-    }
+    // The used index the driver now sees (core advances it as elements are added).
+    if (this.#inflight?.batchPending) this.#inflight.published(this.#current.position().nextUsed);
+    this.#recordPacked(true);
     const resubmission = this.#resubmission;
     if (resubmission && this.#outstanding.size === 0 && !resubmission.queue.hasAvailable()) {
       this.#resume(resubmission);
@@ -162,6 +165,12 @@ export class RingQueue implements DeviceQueue {
    * last, the position is moved back so the driver's ring offers them again.
    */
   stoppedPosition(): QueuePosition {
+    const position = this.#unpopped();
+    this.#packedRecord?.record(position, 0);
+    return position;
+  }
+
+  #unpopped(): QueuePosition {
     const position = this.position();
     const held = this.#outstanding.size;
     if (held === 0 || this.#inflight || this.#resubmission) return position;
@@ -188,6 +197,21 @@ export class RingQueue implements DeviceQueue {
     }
     return { ...position, nextAvail, availWrap };
   }
+
+  /**
+   * Records a packed ring's position: the available side as it is, the used side as the driver
+   * has been shown it (elements added but not yet published are not there yet).
+   */
+  #recordPacked(published: boolean): void {
+    const record = this.#packedRecord;
+    if (!record) return;
+    const position = this.#current.position();
+    if (published)
+      this.#publishedUsed = { nextUsed: position.nextUsed, usedWrap: position.usedWrap !== false };
+    const used = this.#publishedUsed;
+    record.record(used ? { ...position, ...used } : position, this.#outstanding.size);
+  }
+  #publishedUsed: { nextUsed: number; usedWrap: boolean } | undefined;
 
   #resume(resubmission: Resubmission): void {
     const position = { ...this.#current.position(), nextAvail: resubmission.nextAvail };
