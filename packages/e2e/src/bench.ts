@@ -13,6 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import {
   closeSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -20,7 +21,7 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { cpus, release, tmpdir } from 'node:os';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -34,7 +35,7 @@ import {
   type NetServer,
 } from './attach.js';
 import { repositoryRoot } from './backend.js';
-import { exitOnSignals, runCleanups } from './cleanup.js';
+import { exitOnSignals, onCleanup, runCleanups } from './cleanup.js';
 import { type DebianTool, fetchDebianTool } from './debian-tools.js';
 import { outputTail } from './errors.js';
 import { prepareX86Guest, scriptInitramfs } from './guest.js';
@@ -53,6 +54,7 @@ interface Options {
   readonly seqMiB: number;
   readonly fioSeconds: number;
   readonly iperfSeconds: number;
+  readonly imageDir: string;
   readonly output: string;
 }
 
@@ -65,6 +67,7 @@ function parseBenchArgs(args: string[]) {
       'seq-mib': { type: 'string', default: '512' },
       'fio-seconds': { type: 'string', default: '10' },
       'iperf-seconds': { type: 'string', default: '5' },
+      'image-dir': { type: 'string' },
       output: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -83,7 +86,8 @@ function parseOptions(argv: string[]): Options {
   const { values } = parsed;
   if (values.help) {
     console.log(
-      'usage: bench [--reps N] [--only blk|net] [--seq-mib 512] [--fio-seconds 10] [--iperf-seconds 5] [--output FILE]',
+      'usage: bench [--reps N] [--only blk|net] [--seq-mib 512] [--fio-seconds 10] [--iperf-seconds 5]\n' +
+        '             [--image-dir DIR (default /dev/shm)] [--output FILE]',
     );
     process.exit(0);
   }
@@ -101,6 +105,8 @@ function parseOptions(argv: string[]): Options {
     seqMiB: int('seq-mib', values['seq-mib'], 1),
     fioSeconds: int('fio-seconds', values['fio-seconds'], 0),
     iperfSeconds: int('iperf-seconds', values['iperf-seconds'], 1),
+    // tmpfs takes the host's disk (and its noise) out of a comparison of I/O paths.
+    imageDir: values['image-dir'] ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir()),
     output: values.output ?? join(repositoryRoot(), 'bench-results', 'vhost-user.json'),
   };
 }
@@ -124,6 +130,7 @@ function record(samples: Samples, metric: string, server: string, value: number)
 async function main(): Promise<void> {
   exitOnSignals();
   const options = parseOptions(process.argv.slice(2));
+  const loadStart = loadavg().map((load) => round(load));
   const notes: string[] = [];
   const note = (text: string): void => {
     notes.push(text);
@@ -176,16 +183,21 @@ async function main(): Promise<void> {
         if (why) note(`${BLK_SERVER_NAMES[server]} not measured: ${why}`);
         else blkServers.push(server);
       }
-      const image = join(work, 'bench.img');
+      const imageDir = mkdtempSync(join(options.imageDir, 'virtkit-bench-'));
+      onCleanup('remove the benchmark image', () =>
+        rmSync(imageDir, { recursive: true, force: true }),
+      );
+      const image = join(imageDir, 'bench.img');
       fillImage(image, options.seqMiB + 64);
       log(`block: ${blkServers.join(', ')} × ${options.reps}, image ${image}`);
       for (let rep = 1; rep <= options.reps; rep++) {
         for (const server of blkServers) {
           const values = await blkRun(server, guest.kernel, initrd, image, work);
           const seqMiB = options.seqMiB;
-          const write = values.get('seq-write-us');
-          const read = values.get('seq-read-us');
-          const iops = values.get('randread-iops');
+          // A boot's value is the median of its repeats (the first write included).
+          const write = medianOf(values.get('seq-write-us'));
+          const read = medianOf(values.get('seq-read-us'));
+          const iops = medianOf(values.get('randread-iops'));
           if (write) record(blkSamples, 'seqWriteMiBps', server, seqMiB / (write / 1e6));
           if (read) record(blkSamples, 'seqReadMiBps', server, seqMiB / (read / 1e6));
           if (iops) record(blkSamples, 'randRead4kIops', server, iops);
@@ -215,8 +227,8 @@ async function main(): Promise<void> {
         for (let rep = 1; rep <= options.reps; rep++) {
           for (const server of netServers) {
             const values = await netRun(server, guest.kernel, initrd, iperf, work);
-            const up = values.get('guest-to-host-mbps');
-            const down = values.get('host-to-guest-mbps');
+            const up = medianOf(values.get('guest-to-host-mbps'));
+            const down = medianOf(values.get('host-to-guest-mbps'));
             if (up) record(netSamples, 'guestToHostMbps', server, up);
             if (down) record(netSamples, 'hostToGuestMbps', server, down);
             log(
@@ -243,13 +255,15 @@ async function main(): Promise<void> {
       machine: 'q35, 1 vCPU, 512 MiB shared (memfd) RAM',
       guestKernel: guest.kernelRelease,
       host: `Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'})`,
+      // The machine is shared: the load says how much the numbers can be trusted.
+      loadAverage: { start: loadStart, end: loadavg().map((load) => round(load)) },
       node: process.version,
       reps: options.reps,
       blk: {
         servers: Object.fromEntries(blkServers.map((server) => [server, BLK_SERVER_NAMES[server]])),
         hostIO:
           'O_DIRECT on the host for all three (virtkit direct=on, qsd cache.direct=on, QEMU cache=none)',
-        workloads: `dd bs=1M count=${options.seqMiB} oflag=direct / iflag=direct; fio randread 4k iodepth=32 libaio direct=1 ${options.fioSeconds}s over ${options.seqMiB} MiB`,
+        workloads: `dd bs=1M count=${options.seqMiB} oflag=direct, then iflag=direct, 3 times each per boot (a boot counts its median); fio randread 4k iodepth=32 libaio direct=1 ${options.fioSeconds}s over ${options.seqMiB} MiB`,
       },
       net: {
         servers: Object.fromEntries(netServers.map((server) => [server, NET_SERVER_NAMES[server]])),
@@ -287,7 +301,7 @@ async function blkRun(
   initrd: string,
   image: string,
   work: string,
-): Promise<Map<string, number>> {
+): Promise<Map<string, number[]>> {
   const socketDir = mkdtempSync(join(work, `${server}-`));
   let disk: AttachedBlk | undefined;
   try {
@@ -312,7 +326,7 @@ async function netRun(
   initrd: string,
   iperf: DebianTool,
   work: string,
-): Promise<Map<string, number>> {
+): Promise<Map<string, number[]>> {
   const L = NET_LAYOUT;
   const netns = await NetworkNamespace.create();
   let iperfServer: ManagedProcess | undefined;
@@ -362,7 +376,7 @@ function checked(
   output: string,
   timedOut: boolean,
   backend: ManagedProcess | undefined,
-): Map<string, number> {
+): Map<string, number[]> {
   const { values, errors } = parseBenchOutput(output);
   if (timedOut || errors.length > 0 || !/^BENCH done\r?$/m.test(output)) {
     const backendLog = backend ? `\nbackend:\n${outputTail(backend.output, 20)}` : '';
@@ -371,6 +385,10 @@ function checked(
     );
   }
   return values;
+}
+
+function medianOf(values: readonly number[] | undefined): number | undefined {
+  return values && values.length > 0 ? median(values) : undefined;
 }
 
 /** Writes `mib` MiB of non-zero data, so no run pays for block allocation in the host's filesystem. */

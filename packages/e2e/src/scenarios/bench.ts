@@ -14,6 +14,8 @@ export interface BlkBenchOptions {
   readonly seqMiB?: number;
   /** Seconds of fio 4k random read (0 or no fio in the guest: skipped); default 10. */
   readonly fioSeconds?: number;
+  /** Each dd runs this many times in a row (one `BENCH` line each); default 3. */
+  readonly repeats?: number;
 }
 
 /**
@@ -24,12 +26,17 @@ export interface BlkBenchOptions {
 export function blkBenchScript(options: BlkBenchOptions = {}): string {
   const mib = options.seqMiB ?? 512;
   const fioSeconds = options.fioSeconds ?? 10;
+  const repeats = Array.from({ length: options.repeats ?? 3 }, (_, i) => i + 1).join(' ');
   return `${NOW_US}
 dev=/dev/vda
-t0=$(now_us); dd if=/dev/zero of=$dev bs=1M count=${mib} oflag=direct 2>/tmp/dd || { echo "BENCH error seq-write $(tail -n 1 /tmp/dd)"; }; t1=$(now_us)
-echo "BENCH seq-write-us $((t1 - t0))"
-t0=$(now_us); dd if=$dev of=/dev/null bs=1M count=${mib} iflag=direct 2>/tmp/dd || { echo "BENCH error seq-read $(tail -n 1 /tmp/dd)"; }; t1=$(now_us)
-echo "BENCH seq-read-us $((t1 - t0))"
+for i in ${repeats}; do
+  t0=$(now_us); dd if=/dev/zero of=$dev bs=1M count=${mib} oflag=direct 2>/tmp/dd || { echo "BENCH error seq-write $(tail -n 1 /tmp/dd)"; }; t1=$(now_us)
+  echo "BENCH seq-write-us $((t1 - t0))"
+done
+for i in ${repeats}; do
+  t0=$(now_us); dd if=$dev of=/dev/null bs=1M count=${mib} iflag=direct 2>/tmp/dd || { echo "BENCH error seq-read $(tail -n 1 /tmp/dd)"; }; t1=$(now_us)
+  echo "BENCH seq-read-us $((t1 - t0))"
+done
 if [ ${fioSeconds} -gt 0 ] && command -v fio >/dev/null; then
   if fio --name=randread --filename=$dev --direct=1 --rw=randread --bs=4k --iodepth=32 --ioengine=libaio \\
       --size=${mib}M --ramp_time=1 --runtime=${fioSeconds} --time_based --minimal > /tmp/fio 2>&1; then
@@ -70,12 +77,15 @@ echo "BENCH done"
 `;
 }
 
-/** `BENCH <metric> <number>` lines → metric → value; `BENCH error ...` lines → errors. */
+/**
+ * `BENCH <metric> <number>` lines → metric → values in order (a metric may repeat);
+ * `BENCH error ...` lines → errors.
+ */
 export function parseBenchOutput(output: string): {
-  values: Map<string, number>;
+  values: Map<string, number[]>;
   errors: string[];
 } {
-  const values = new Map<string, number>();
+  const values = new Map<string, number[]>();
   const errors: string[] = [];
   for (const match of output.replaceAll('\r', '').matchAll(/^BENCH (\S+) ?(.*)$/gm)) {
     const [, key, rest] = match;
@@ -83,7 +93,7 @@ export function parseBenchOutput(output: string): {
     else if (key !== 'done') {
       const value = Number(rest);
       if (rest === '' || !Number.isFinite(value)) errors.push(`${key}: not a number: ${rest}`);
-      else values.set(key!, value);
+      else values.set(key!, [...(values.get(key!) ?? []), value]);
     }
   }
   return { values, errors };
