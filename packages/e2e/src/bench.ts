@@ -160,7 +160,7 @@ async function main(): Promise<void> {
   const blkSamples: Samples = {};
   const netSamples: Samples = {};
   const blkServers: BlkServer[] = [];
-  const netServers: NetServer[] = [];
+  const netServers: NetConfig[] = [];
   try {
     if (options.only !== 'net') {
       const fio = options.fioSeconds > 0 ? await tool('fio') : undefined;
@@ -214,25 +214,25 @@ async function main(): Promise<void> {
       if (nsWhy) note(`net not measured: ${nsWhy}`);
       else if (!iperf) note('net not measured: no iperf3');
       else {
-        for (const server of ['virtkit', 'builtin'] as const) {
-          const why = server === 'virtkit' ? virtkitSkipReason() : undefined;
-          if (why) note(`${NET_SERVER_NAMES[server]} not measured: ${why}`);
-          else netServers.push(server);
+        for (const config of NET_CONFIGS) {
+          const why = config.server === 'virtkit' ? virtkitSkipReason() : undefined;
+          if (why) note(`${config.name} not measured: ${why}`);
+          else netServers.push(config);
         }
         const initrd = await scriptInitramfs(
           netBenchScript({ seconds: options.iperfSeconds }),
           iperf.guestFiles,
         );
-        log(`net: ${netServers.join(', ')} × ${options.reps}`);
+        log(`net: ${netServers.map((config) => config.key).join(', ')} × ${options.reps}`);
         for (let rep = 1; rep <= options.reps; rep++) {
-          for (const server of netServers) {
-            const values = await netRun(server, guest.kernel, initrd, iperf, work);
+          for (const config of netServers) {
+            const values = await netRun(config, guest.kernel, initrd, iperf, work);
             const up = medianOf(values.get('guest-to-host-mbps'));
             const down = medianOf(values.get('host-to-guest-mbps'));
-            if (up) record(netSamples, 'guestToHostMbps', server, up);
-            if (down) record(netSamples, 'hostToGuestMbps', server, down);
+            if (up) record(netSamples, 'guestToHostMbps', config.key, up);
+            if (down) record(netSamples, 'hostToGuestMbps', config.key, down);
             log(
-              `net #${rep} ${server}: guest→host ${fmt(up)} Mbit/s, host→guest ${fmt(down)} Mbit/s`,
+              `net #${rep} ${config.key}: guest→host ${fmt(up)} Mbit/s, host→guest ${fmt(down)} Mbit/s`,
             );
           }
         }
@@ -246,7 +246,10 @@ async function main(): Promise<void> {
     ['virtkitOverQsd', 'virtkit', 'qsd'],
     ['virtkitOverBuiltin', 'virtkit', 'builtin'],
   ]);
-  const net = summarize(netSamples, [['virtkitOverBuiltin', 'virtkit', 'builtin']]);
+  const net = summarize(netSamples, [
+    ['virtkitOverBuiltin', 'virtkit', 'builtin'],
+    ['virtkitOverBuiltinIntx', 'virtkit', 'builtinIntx'],
+  ]);
   const result = {
     date: new Date().toISOString(),
     setup: {
@@ -266,7 +269,7 @@ async function main(): Promise<void> {
         workloads: `dd bs=1M count=${options.seqMiB} oflag=direct, then iflag=direct, 3 times each per boot (a boot counts its median); fio randread 4k iodepth=32 libaio direct=1 ${options.fioSeconds}s over ${options.seqMiB} MiB`,
       },
       net: {
-        servers: Object.fromEntries(netServers.map((server) => [server, NET_SERVER_NAMES[server]])),
+        servers: Object.fromEntries(netServers.map((config) => [config.key, config.name])),
         workloads: `iperf3 -t ${options.iperfSeconds} from the guest to a server in a network namespace, and -R`,
       },
     },
@@ -288,8 +291,11 @@ async function main(): Promise<void> {
   printTable(
     'net (medians)',
     net,
-    ['virtkit', 'builtin'],
-    [['virtkitOverBuiltin', 'ours/built-in']],
+    ['virtkit', 'builtin', 'builtinIntx'],
+    [
+      ['virtkitOverBuiltin', 'ours/built-in'],
+      ['virtkitOverBuiltinIntx', 'ours/built-in INTx'],
+    ],
   );
   log(`wrote ${options.output}`);
 }
@@ -319,9 +325,27 @@ async function blkRun(
   }
 }
 
-/** One boot running iperf3 both ways through `server`. */
+/** A network configuration the benchmark measures. */
+interface NetConfig {
+  readonly key: string;
+  readonly server: NetServer;
+  readonly name: string;
+  readonly msix?: boolean;
+}
+
+/**
+ * Ours (without MSI-X: QEMU 7.2 under TCG crashes with a vhost-user NIC that has it), QEMU's
+ * own NIC as configured by default (MSI-X), and QEMU's own with INTx like ours.
+ */
+const NET_CONFIGS: readonly NetConfig[] = [
+  { key: 'virtkit', server: 'virtkit', name: `${NET_SERVER_NAMES.virtkit}, INTx` },
+  { key: 'builtin', server: 'builtin', name: `${NET_SERVER_NAMES.builtin}, MSI-X` },
+  { key: 'builtinIntx', server: 'builtin', name: `${NET_SERVER_NAMES.builtin}, INTx`, msix: false },
+];
+
+/** One boot running iperf3 both ways through `config`. */
 async function netRun(
-  server: NetServer,
+  config: NetConfig,
   kernel: string,
   initrd: string,
   iperf: DebianTool,
@@ -350,10 +374,11 @@ async function netRun(
       stdin: 'ignore',
     });
     await iperfServer.waitFor('Server listening', { timeoutMs: 10_000 });
-    nic = await attachNet(server, {
+    nic = await attachNet(config.server, {
       netns: netns.name,
       tap,
-      socketDir: mkdtempSync(join(work, `${server}-`)),
+      socketDir: mkdtempSync(join(work, `${config.key}-`)),
+      ...(config.msix !== undefined ? { msix: config.msix } : {}),
     });
     const run = await runGuestVm({
       kernel,
@@ -363,7 +388,7 @@ async function netRun(
       ...(nic.qemuNetns !== undefined ? { netns: nic.qemuNetns } : {}),
       timeoutMs: RUN_TIMEOUT_MS,
     });
-    return checked(`net ${server}`, run.output, run.timedOut, nic.backend?.process);
+    return checked(`net ${config.key}`, run.output, run.timedOut, nic.backend?.process);
   } finally {
     await nic?.close();
     await iperfServer?.stop();
