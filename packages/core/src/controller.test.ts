@@ -172,6 +172,36 @@ describe('device status (§2.1, §3.1.1)', () => {
     expect(controller.activation.state).toBe('inactive');
   });
 
+  it('after FAILED, accepts nothing but a reset (§2.1: the driver gave up)', async () => {
+    const device = new EchoDevice();
+    const { controller } = controllerFor(device);
+    await negotiate(controller, VERSION_1);
+    await controller.writeStatus(ACK | DRIVER | FEATURES_OK | FAILED);
+    await controller.writeStatus(ACK | DRIVER | FEATURES_OK | FAILED | DRIVER_OK);
+    expect(controller.status).toBe(ACK | DRIVER | FEATURES_OK | FAILED);
+    expect(controller.activation.state).toBe('inactive');
+    expect(device.log).toEqual([]);
+    expect(controller.violations.count('STATUS_ORDER')).toBe(1);
+    await controller.writeStatus(0);
+    expect(controller.status).toBe(0);
+    await negotiate(controller, VERSION_1);
+    expect(controller.status).toBe(ACK | DRIVER | FEATURES_OK);
+  });
+
+  it('keeps DEVICE_NEEDS_RESET until a reset, whatever the driver writes', async () => {
+    const driver = await TestDriver.create(new EchoDevice());
+    const c = driver.controller;
+    c.requestReset('test');
+    const live = ACK | DRIVER | FEATURES_OK | DRIVER_OK;
+    expect(c.status).toBe(live | DEVICE_NEEDS_RESET);
+    await c.writeStatus(live);
+    expect(c.status).toBe(live | DEVICE_NEEDS_RESET);
+    await c.writeStatus(live | FAILED);
+    expect(c.status).toBe(live | FAILED | DEVICE_NEEDS_RESET);
+    await driver.reset();
+    expect(c.status).toBe(0);
+  });
+
   it('emits typed status events', async () => {
     const { controller } = controllerFor(new EchoDevice());
     const seen: [number, number][] = [];
@@ -248,13 +278,75 @@ describe('activation and queues', () => {
     expect(controller.violations.count('QUEUE_ADDRESS_INVALID')).toBe(1);
   });
 
-  it('rejects a ring address that does not fit in 53 bits', async () => {
-    const { controller } = controllerFor(new EchoDevice());
+  it.each([0x20_0000, 0x8000_0000, 0xffff_ffff])(
+    'rejects, never rounds or truncates, a ring address with high half 0x%s',
+    async (high) => {
+      const device = new EchoDevice();
+      const { controller } = controllerFor(device);
+      await negotiate(controller, VERSION_1);
+      // Low halves that are valid ring addresses: dropping the high bits would "work".
+      controller.writeQueueAddress(0, 'desc', 0, 0x1000);
+      controller.writeQueueAddress(0, 'driver', 0, 0x2000);
+      controller.writeQueueAddress(0, 'driver', 1, high);
+      controller.writeQueueAddress(0, 'device', 0, 0x3000);
+      controller.writeQueueReady(0, true);
+      await controller.writeStatus(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+      expect(controller.status & DEVICE_NEEDS_RESET).toBe(DEVICE_NEEDS_RESET);
+      expect(controller.activation.state).toBe('failed');
+      expect(controller.violations.count('QUEUE_ADDRESS_INVALID')).toBe(1);
+      expect(device.log).toEqual([]);
+    },
+  );
+
+  it('accepts the same ring with every address below 2^53', async () => {
+    const device = new EchoDevice();
+    const { controller } = controllerFor(device);
     await negotiate(controller, VERSION_1);
-    controller.writeQueueAddress(0, 'driver', 1, 0xffffffff);
+    controller.writeQueueAddress(0, 'desc', 0, 0x1000);
+    controller.writeQueueAddress(0, 'driver', 0, 0x2000);
+    controller.writeQueueAddress(0, 'device', 0, 0x3000);
+    controller.writeQueueReady(0, true);
+    await controller.writeStatus(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    expect(controller.activation.state).toBe('active');
+  });
+
+  it.each([
+    ['desc', 0x1008],
+    ['driver', 0x2001],
+    ['device', 0x3002],
+  ] as const)('refuses a misaligned %s area at DRIVER_OK', async (area, address) => {
+    const device = new EchoDevice();
+    const { controller } = controllerFor(device);
+    await negotiate(controller, VERSION_1);
+    const addresses = { desc: 0x1000, driver: 0x2000, device: 0x3000, [area]: address };
+    for (const [name, value] of Object.entries(addresses)) {
+      controller.writeQueueAddress(0, name as 'desc', 0, value);
+    }
     controller.writeQueueReady(0, true);
     await controller.writeStatus(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
     expect(controller.status & DEVICE_NEEDS_RESET).toBe(DEVICE_NEEDS_RESET);
+    expect(controller.violations.recent().at(-1)).toMatchObject({
+      code: 'QUEUE_ADDRESS_INVALID',
+      message: expect.stringMatching(/aligned/),
+    });
+  });
+
+  it('refuses a split queue size that is not a power of two even if set before FEATURES_OK', async () => {
+    const device = new EchoDevice();
+    const { controller } = controllerFor(device);
+    await controller.writeStatus(ACK);
+    await controller.writeStatus(ACK | DRIVER);
+    expect(controller.writeQueueSize(0, 48)).toBe(true); // layout not known yet
+    controller.writeDriverFeatures(VERSION_1);
+    await controller.writeStatus(ACK | DRIVER | FEATURES_OK);
+    controller.writeQueueAddress(0, 'desc', 0, 0x1000);
+    controller.writeQueueAddress(0, 'driver', 0, 0x2000);
+    controller.writeQueueAddress(0, 'device', 0, 0x3000);
+    controller.writeQueueReady(0, true);
+    await controller.writeStatus(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    expect(controller.status & DEVICE_NEEDS_RESET).toBe(DEVICE_NEEDS_RESET);
+    expect(controller.violations.count('QUEUE_SIZE_INVALID')).toBe(1);
+    expect(device.log).toEqual([]);
   });
 
   it('holds notifications while an async activation runs, then delivers them', async () => {
@@ -402,6 +494,20 @@ describe('device shape', () => {
     const device = new EchoDevice();
     (device as { queues: { maxSize: number }[] }).queues = [{ maxSize: 100 }];
     expect(() => controllerFor(device)).toThrow(/queue 0 with invalid maximum size 100/);
+  });
+});
+
+describe('what a device is given', () => {
+  it('has no way to touch status bits: activate gets memory, queues, features and two callbacks', async () => {
+    const device = new EchoDevice();
+    await TestDriver.create(device);
+    expect(Object.keys(device.context!).sort()).toEqual([
+      'features',
+      'memory',
+      'queues',
+      'reportViolation',
+      'signalUsed',
+    ]);
   });
 });
 

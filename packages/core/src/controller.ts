@@ -20,6 +20,7 @@ import {
 } from './errors.js';
 import { type GuestMemory, guestAddressFromParts } from './memory.js';
 import { createDeviceQueue } from './queue/factory.js';
+import { isValidSplitQueueSize } from './queue/ring-util.js';
 import type { DeviceQueue, QueuePosition, RingLayout } from './queue/types.js';
 import { ViolationCounter } from './violations.js';
 
@@ -239,6 +240,11 @@ export class DeviceController {
     }
     const added = requested & ~current;
     if (added === 0) return Promise.resolve();
+    if (current & DeviceStatus.FAILED) {
+      // §2.1: FAILED means the driver gave up on the device; only a reset starts over.
+      this.#violation('STATUS_ORDER', 'driver set status bits after FAILED without a reset', false);
+      return Promise.resolve();
+    }
     if (added & DeviceStatus.FAILED) {
       this.#setStatus(current | DeviceStatus.FAILED);
       this.#log('driver set FAILED: it gave up on the device');
@@ -522,6 +528,14 @@ export class DeviceController {
       if (!registers.ready) {
         queues.push(undefined);
         continue;
+      }
+      if (layout === 'split' && !isValidSplitQueueSize(registers.size)) {
+        // Possible when the driver set the size before FEATURES_OK fixed the layout.
+        return this.#activationFailed(
+          'QUEUE_SIZE_INVALID',
+          `queue ${index}: split queue size ${registers.size} is not a power of two`,
+          index,
+        );
       }
       const descAddr = guestAddressFromParts(...registers.desc);
       const driverAddr = guestAddressFromParts(...registers.driver);
