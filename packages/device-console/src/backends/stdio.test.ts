@@ -1,8 +1,12 @@
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ConsoleConfig } from '../constants.js';
 import { ConsoleDevice } from '../device.js';
-import { GuestConsole, until } from '../test-support.js';
+import { GuestConsole, tick, until } from '../test-support.js';
 import { StdioBackend, type TerminalInput, type TerminalOutput } from './stdio.js';
 
 /** A PassThrough dressed as a terminal's stdin (records raw-mode changes). */
@@ -108,6 +112,59 @@ describe('StdioBackend', () => {
       expect(stdin.modes).toEqual(options.tty === false ? [] : [true]);
       await device.close();
     }
+  });
+
+  it("writes to a terminal's descriptor off the event loop, so a terminal that stops reading cannot stall the VMM", async () => {
+    // Node writes to a TTY synchronously on Linux: a terminal that stops reading (XOFF, a stalled
+    // SSH session) would block the whole event loop inside process.stdout.write. A FIFO nobody
+    // reads plays that terminal; the backend must write to its descriptor, never to the stream.
+    const dir = mkdtempSync(join(tmpdir(), 'virtkit-stdio-'));
+    const path = join(dir, 'terminal');
+    execFileSync('mkfifo', [path]);
+    const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(path, constants.O_WRONLY);
+    const stdout = Object.assign(fakeStdout(), { fd: writer });
+    const device = new ConsoleDevice({
+      backend: new StdioBackend({ stdin: fakeStdin().stream, stdout }),
+    });
+    const port = device.port(0)!;
+    const guest = await GuestConsole.create(device);
+    const chunk = 'x'.repeat(64 * 1024);
+    const total = 16 * chunk.length; // 1 MiB against a 64 KiB pipe
+    for (let i = 0; i < 16; i++) guest.postWrite(0, chunk);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The loop kept running, the port stopped taking output, and the guest's buffers wait.
+    expect(ticks).toBeGreaterThan(5);
+    expect(port.stats.bytesFromGuest).toBeLessThan(total);
+    expect(guest.collectWritten(0).length).toBeLessThan(16);
+    expect(stdout.readableLength).toBe(0); // nothing went through the (blocking) stream
+    // The terminal reads again: every byte arrives, in order, and every buffer comes back.
+    const received: Buffer[] = [];
+    let length = 0;
+    const buffer = Buffer.alloc(64 * 1024);
+    while (length < total) {
+      let count = 0;
+      try {
+        count = readSync(reader, buffer);
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'EAGAIN') throw error;
+      }
+      if (count > 0) {
+        received.push(Buffer.from(buffer.subarray(0, count)));
+        length += count;
+      } else {
+        await tick();
+      }
+    }
+    clearInterval(timer);
+    expect(Buffer.concat(received).toString()).toBe(chunk.repeat(16));
+    await until(() => port.stats.bytesFromGuest === total, 'all output taken');
+    await device.close();
+    closeSync(writer);
+    closeSync(reader);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('writes guest output to stdout', async () => {

@@ -1,9 +1,11 @@
 /**
  * The process's own terminal (or pipes) as a console: stdin is the guest's keyboard, stdout its
  * screen. A TTY stdin is put into raw mode (restored on close and at process exit) and the
- * terminal's size follows SIGWINCH.
+ * terminal's size follows SIGWINCH. Output to a terminal goes to its descriptor off the event
+ * loop, so a terminal that stops reading never stalls the VMM (see `guestOutput`).
  */
 
+import { createWriteStream } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import type { ConsoleSize } from '../requests.js';
 import { StreamBackend } from './stream.js';
@@ -21,6 +23,8 @@ export type TerminalOutput = Writable & {
   readonly isTTY?: boolean;
   readonly columns?: number;
   readonly rows?: number;
+  /** The terminal's descriptor (`tty.WriteStream` has one): guest output is written to it. */
+  readonly fd?: number;
 };
 
 /** Options of a {@link StdioBackend}. */
@@ -38,6 +42,22 @@ export interface StdioBackendOptions {
   readonly signals?: boolean;
   /** How a signal is raised (default: `process.kill(process.pid, signal)`). */
   readonly raise?: (signal: NodeJS.Signals) => void;
+}
+
+/**
+ * Where guest output is written. Node writes to a terminal synchronously on Linux
+ * (`tty.WriteStream` makes its descriptor blocking), so a terminal that stops reading — XOFF
+ * (Ctrl-S), a stalled SSH session, a suspended terminal emulator — would hold the VMM's whole
+ * event loop inside `write`. For a terminal with a descriptor, output therefore goes through an
+ * `fs.WriteStream` on the same descriptor: the blocking write(2) waits on libuv's thread pool
+ * instead, and the stream's backpressure (`write` returning false, then `drain`) stops taking the
+ * guest's output meanwhile. Pipes are asynchronous in Node already, and files do not stall.
+ */
+function guestOutput(stdout: TerminalOutput): Writable {
+  const fd = stdout.fd;
+  if (!stdout.isTTY || typeof fd !== 'number') return stdout;
+  // The descriptor belongs to the process: never closed here.
+  return createWriteStream('', { fd, autoClose: false });
 }
 
 /** ETX: what Ctrl-C sends in raw mode. */
@@ -66,7 +86,7 @@ export class StdioBackend implements PortBackend {
   constructor(options: StdioBackendOptions = {}) {
     this.#stdin = options.stdin ?? process.stdin;
     this.#stdout = options.stdout ?? process.stdout;
-    this.#inner = new StreamBackend({ input: this.#stdin, output: this.#stdout });
+    this.#inner = new StreamBackend({ input: this.#stdin, output: guestOutput(this.#stdout) });
     this.#raw = options.raw ?? true;
     this.#signals = options.signals ?? true;
     this.#raise = options.raise ?? ((signal) => process.kill(process.pid, signal));
