@@ -845,6 +845,22 @@ describe('PackedDeviceQueue.addUsed and publishUsed', () => {
     }
   });
 
+  it('throws DEVICE_STATE for a chain popped from another queue, even one whose id is in flight here', () => {
+    const a = ring();
+    const b = ring();
+    a.chain([{ len: 4 }], 1);
+    b.chain([{ len: 4 }], 1);
+    const mine = popOk(a);
+    const theirs = popOk(b);
+    expect(theirs.id).toBe(mine.id);
+    expect(() => a.queue.addUsed(theirs, 0)).toThrow(
+      expect.objectContaining({ code: 'DEVICE_STATE' }),
+    );
+    a.queue.addUsed(mine, 0);
+    expect(a.queue.inFlight).toBe(0);
+    expect(b.queue.inFlight).toBe(1);
+  });
+
   it('still returns chains popped before the queue broke', () => {
     const r = ring();
     r.chain([{ len: 4 }], 1);

@@ -102,6 +102,8 @@ export class PackedDeviceQueue implements DeviceQueue {
   readonly #idSlots: Uint16Array;
   /** Per buffer id: writable bytes of the chain in flight, the cap on its used length. */
   readonly #idWritable: Uint32Array;
+  /** Per buffer id: the chain in flight, so addUsed can tell it from another queue's. */
+  readonly #idChain: (DescriptorChain | undefined)[];
 
   /** u16 index of the flags of the first used descriptor not yet published, or -1. */
   #batchFlagsIndex = -1;
@@ -169,6 +171,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.#deviceEvent = deviceEvent;
     this.#idSlots = new Uint16Array(size);
     this.#idWritable = new Uint32Array(size);
+    this.#idChain = new Array<DescriptorChain | undefined>(size).fill(undefined);
 
     const position = options.position;
     if (position) {
@@ -351,6 +354,7 @@ export class PackedDeviceQueue implements DeviceQueue {
       this.#writableLength,
       slots,
     );
+    this.#idChain[id] = chain;
     this.#readable = null;
     this.#writable = null;
     return chain;
@@ -465,7 +469,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     if (this.#detached) return;
     const id = chain.id;
     const slots = this.#idSlots[id] ?? 0;
-    if (slots === 0) {
+    if (slots === 0 || this.#idChain[id] !== chain) {
       throw new VirtkitError(
         'DEVICE_STATE',
         `buffer id ${id} is not in flight on packed queue ${this.index}; return each popped chain exactly once`,
@@ -475,6 +479,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     let len = writtenLength > 0 ? Math.floor(writtenLength) : 0;
     if (len > writable) len = writable;
     this.#idSlots[id] = 0;
+    this.#idChain[id] = undefined;
     this.#inFlight--;
     this.#outstanding -= slots;
 

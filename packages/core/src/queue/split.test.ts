@@ -722,6 +722,21 @@ describe('SplitDeviceQueue used ring', () => {
     expect(r.queue.inFlight).toBe(0);
   });
 
+  it('throws DEVICE_STATE for a chain popped from another queue, even one whose id is in flight here', () => {
+    const a = ready(1);
+    const b = ready(1);
+    const mine = a.queue.pop()!;
+    const theirs = b.queue.pop()!;
+    expect(theirs.id).toBe(mine.id);
+    expect(() => a.queue.addUsed(theirs, 0)).toThrow(
+      expect.objectContaining({ code: 'DEVICE_STATE' }),
+    );
+    a.queue.addUsed(mine, 4);
+    expect(a.queue.publishUsed()).toBe(true);
+    expect(a.used(0)).toEqual({ id: 0, len: 4 });
+    expect(b.queue.inFlight).toBe(1);
+  });
+
   it('wraps the u16 indices past 65535', () => {
     const r = ready(0, { position: { nextAvail: 65533, nextUsed: 65530 } });
     for (let i = 0; i < 8; i++) r.desc(i, DATA + 0x100 * i, 0x100, WRITE);

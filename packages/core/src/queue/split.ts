@@ -103,8 +103,8 @@ export class SplitDeviceQueue implements DeviceQueue {
   readonly #usedEventSlot: number;
   readonly #availEventSlot: number;
 
-  /** 1 for each head index the device holds (popped, not yet added to the used ring). */
-  readonly #owned: Uint8Array;
+  /** Per head index: the chain the device holds (popped, not yet added to the used ring). */
+  readonly #owned: (DescriptorChain | undefined)[];
   #inFlight = 0;
 
   #nextAvail: number;
@@ -208,7 +208,7 @@ export class SplitDeviceQueue implements DeviceQueue {
     this.#used32 = used32;
     this.#usedEventSlot = 2 + size;
     this.#availEventSlot = 2 + 4 * size;
-    this.#owned = new Uint8Array(size);
+    this.#owned = new Array<DescriptorChain | undefined>(size).fill(undefined);
     this.#nextAvail = nextAvail;
     this.#shadowAvail = nextAvail;
     this.#nextUsed = nextUsed;
@@ -254,7 +254,7 @@ export class SplitDeviceQueue implements DeviceQueue {
         `driver made descriptor ${head} available, but queue size is ${this.size}`,
       );
     }
-    if (this.#owned[head] !== 0) {
+    if (this.#owned[head] !== undefined) {
       // QEMU's "Virtqueue size exceeded", made exact: the driver reused a descriptor the device
       // still owns, so it either lost track of it or offers more buffers than the ring has.
       return this.#violation(
@@ -264,7 +264,7 @@ export class SplitDeviceQueue implements DeviceQueue {
     }
     const chain = this.#walk(head);
     if (chain === null) return null;
-    this.#owned[head] = 1;
+    this.#owned[head] = chain;
     this.#inFlight++;
     const next = (nextAvail + 1) & 0xffff;
     this.#nextAvail = next;
@@ -293,13 +293,14 @@ export class SplitDeviceQueue implements DeviceQueue {
   addUsed(chain: DescriptorChain, writtenLength: number): void {
     if (this.#detached) return;
     const id = chain.id;
-    if (this.#owned[id] !== 1) {
+    // Identity, not just the id: a chain popped from another queue may carry an id in flight here.
+    if (this.#owned[id] !== chain) {
       throw new VirtkitError(
         'DEVICE_STATE',
         `queue ${this.index}: chain ${id} was added to the used ring but is not in flight on this queue`,
       );
     }
-    this.#owned[id] = 0;
+    this.#owned[id] = undefined;
     this.#inFlight--;
     const writable = chain.writableLength;
     const len = writtenLength > writable ? writable : writtenLength >= 0 ? writtenLength >>> 0 : 0;
