@@ -298,13 +298,31 @@ describe('activation and queues', () => {
     },
   );
 
+  it.each([
+    ['a bigint beyond 2^53', 2n ** 53n + 0x2000n],
+    ['a bigint beyond 2^64', 2n ** 64n + 0x2000n],
+    ['a negative bigint', -0x2000n],
+    ['a number beyond 2^53', 2 ** 53 + 0x2000],
+    ['a fractional number', 0x2000 + 0.5],
+  ])('writeQueueAddress64 never rounds %s into a valid address', async (_, address) => {
+    const { controller } = controllerFor(new EchoDevice());
+    await negotiate(controller, VERSION_1);
+    controller.writeQueueAddress64(0, 'desc', 0x1000n);
+    controller.writeQueueAddress64(0, 'driver', address);
+    controller.writeQueueAddress64(0, 'device', 0x3000);
+    controller.writeQueueReady(0, true);
+    await controller.writeStatus(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    expect(controller.activation.state).toBe('failed');
+    expect(controller.violations.count('QUEUE_ADDRESS_INVALID')).toBe(1);
+  });
+
   it('accepts the same ring with every address below 2^53', async () => {
     const device = new EchoDevice();
     const { controller } = controllerFor(device);
     await negotiate(controller, VERSION_1);
     controller.writeQueueAddress(0, 'desc', 0, 0x1000);
-    controller.writeQueueAddress(0, 'driver', 0, 0x2000);
-    controller.writeQueueAddress(0, 'device', 0, 0x3000);
+    controller.writeQueueAddress64(0, 'driver', 0x2000n);
+    controller.writeQueueAddress64(0, 'device', 0x3000);
     controller.writeQueueReady(0, true);
     await controller.writeStatus(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
     expect(controller.activation.state).toBe('active');

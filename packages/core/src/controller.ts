@@ -340,11 +340,26 @@ export class DeviceController {
     return true;
   }
 
-  /** Sets a whole 64-bit ring address (vhost-user, harness). */
-  writeQueueAddress64(index: number, area: QueueArea, address: number): boolean {
+  /**
+   * Sets a whole 64-bit ring address (vhost-user, harness). Give addresses that come from a guest
+   * or another process as a bigint: it is split exactly, and one beyond 2^53 makes activation
+   * fail. A number that is not a non-negative safe integer cannot be an exact address either, and
+   * is stored as one that activation refuses, never rounded.
+   */
+  writeQueueAddress64(index: number, area: QueueArea, address: number | bigint): boolean {
+    let low = 0;
+    let high = 0xffff_ffff; // refused at activation: far beyond 2^53
+    if (typeof address === 'bigint') {
+      if (address >= 0n && address <= 0xffff_ffff_ffff_ffffn) {
+        low = Number(address & 0xffff_ffffn);
+        high = Number(address >> 32n);
+      }
+    } else if (Number.isSafeInteger(address) && address >= 0) {
+      low = address % 0x1_0000_0000;
+      high = Math.floor(address / 0x1_0000_0000);
+    }
     return (
-      this.writeQueueAddress(index, area, 0, address % 0x1_0000_0000) &&
-      this.writeQueueAddress(index, area, 1, Math.floor(address / 0x1_0000_0000))
+      this.writeQueueAddress(index, area, 0, low) && this.writeQueueAddress(index, area, 1, high)
     );
   }
 
