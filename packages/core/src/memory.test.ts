@@ -53,6 +53,24 @@ describe('GuestMemory', () => {
     expect(isSafeRange(Number.MAX_SAFE_INTEGER, 1)).toBe(false);
   });
 
+  it('stays exact for a region just below 2^53', () => {
+    const top = 2 ** 53 - 0x1000; // a multiple of 8; the region ends at 2^53 - 0x800
+    const memory = GuestMemory.fromBuffer(new ArrayBuffer(0x800), top);
+    memory.writeU64(top + 0x7f8, 0x1122_3344_5566_7788n);
+    expect(memory.readU64(top + 0x7f8)).toBe(0x1122_3344_5566_7788n);
+    expect(memory.readU8(top + 0x7ff)).toBe(0x11);
+    expect(() => memory.readU16(top + 0x7ff)).toThrow(GuestMemoryError);
+    expect(() => memory.readU8(top + 0x800)).toThrow(GuestMemoryError);
+    // Lengths whose sum with the address is beyond 2^53 (where doubles stop being exact).
+    for (const length of [0x801, 2 ** 53, Number.MAX_SAFE_INTEGER, 2 ** 64]) {
+      expect(memory.checkRange(top, length)).toBe(false);
+      expect(memory.findRegion(top, length)).toBeUndefined();
+      expect(() => memory.view(top, length)).toThrow(GuestMemoryError);
+    }
+    expect(memory.view(top, 0x800).length).toBe(0x800);
+    expect(memory.view(top + 0x800, 0).length).toBe(0);
+  });
+
   it('joins 64-bit address halves only when the result is exact', () => {
     expect(guestAddressFromParts(0x1000, 0)).toBe(0x1000);
     expect(guestAddressFromParts(0xffffffff, 0x1fffff)).toBe(2 ** 53 - 1);
