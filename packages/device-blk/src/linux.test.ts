@@ -95,6 +95,28 @@ describe('the config space as virtblk_probe reads it', () => {
   });
 });
 
+describe('multiqueue as init_vq sets it up', () => {
+  it('serves the queues a guest with fewer CPUs than num_queues sets up, and ignores the rest', async () => {
+    // init_vq: num_vqs = min(num_queues, nr_cpu_ids); the other queues are never enabled.
+    const backend = new MemoryBackend({ size: 1 << 20 });
+    const device = new BlockDevice({ backend, queues: 4 });
+    const driver = await TestDriver.create(device, { deferDriverOk: true });
+    expect(driver.readConfig(BlkConfig.NUM_QUEUES, 2)).toEqual(Uint8Array.of(4, 0));
+    for (const index of [2, 3]) expect(driver.controller.writeQueueReady(index, false)).toBe(true);
+    await driver.start();
+    const replies = await Promise.all(
+      [0, 1].map((q) =>
+        blkRequest(driver, q, [header(1, q * 8), new Uint8Array(512).fill(q + 1)], [1]),
+      ),
+    );
+    expect(replies.map((r) => r.status)).toEqual([0, 0]);
+    expect([backend.data[0], backend.data[4096]]).toEqual([1, 2]);
+    device.queueNotify(3); // a stray notification of a queue that was never enabled
+    expect(driver.controller.violations.count()).toBe(0);
+    await driver.reset();
+  });
+});
+
 describe('requests as virtblk_setup_cmd and virtblk_add_req build them', () => {
   async function linuxDisk() {
     const backend = new MemoryBackend({ size: 1 << 20 });
