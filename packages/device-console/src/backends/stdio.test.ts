@@ -167,6 +167,60 @@ describe('StdioBackend', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('closes without hanging on a terminal that does not read, and flushes one that does', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'virtkit-stdio-'));
+    const path = join(dir, 'terminal');
+    execFileSync('mkfifo', [path]);
+    const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(path, constants.O_WRONLY);
+    /** Reads `bytes` from the terminal; resolves with the time of the first read. */
+    const drain = async (bytes: number) => {
+      const buffer = Buffer.alloc(16 * 1024);
+      let first = 0;
+      for (let got = 0; got < bytes; ) {
+        try {
+          got += readSync(reader, buffer);
+          first ||= Date.now();
+        } catch (error) {
+          if ((error as { code?: string }).code !== 'EAGAIN') throw error;
+        }
+        await tick();
+      }
+      return first;
+    };
+    for (const reads of [false, true]) {
+      const stdout = Object.assign(fakeStdout(), { fd: writer });
+      const device = new ConsoleDevice({
+        backend: new StdioBackend({ stdin: fakeStdin().stream, stdout }),
+      });
+      const guest = await GuestConsole.create(device);
+      const output = 'y'.repeat(80 * 1024); // more than the pipe holds
+      guest.postWrite(0, output);
+      await until(() => device.port(0)!.stats.bytesFromGuest > 64 * 1024, 'output taken');
+      const taken = device.port(0)!.stats.bytesFromGuest;
+      const started = Date.now();
+      let closedAt = 0;
+      const closed = device.close().then(() => {
+        closedAt = Date.now();
+      });
+      const firstRead = reads ? await drain(taken) : 0;
+      await closed;
+      const took = closedAt - started;
+      if (reads) {
+        // Closing waited for the queued output to reach the terminal, and no longer.
+        expect(closedAt).toBeGreaterThanOrEqual(firstRead);
+        expect(took).toBeLessThan(900);
+      } else {
+        expect(took).toBeGreaterThanOrEqual(900); // gave up after about a second
+      }
+      expect(took).toBeLessThan(3000);
+      if (!reads) await drain(taken); // let the thread pool's write finish
+    }
+    closeSync(writer);
+    closeSync(reader);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('writes guest output to stdout', async () => {
     const stdout = fakeStdout();
     const device = new ConsoleDevice({

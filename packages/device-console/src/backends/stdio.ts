@@ -60,6 +60,9 @@ function guestOutput(stdout: TerminalOutput): Writable {
   return createWriteStream('', { fd, autoClose: false });
 }
 
+/** How long `close` waits for a terminal to take output still queued for it. */
+const CLOSE_FLUSH_MS = 1000;
+
 /** ETX: what Ctrl-C sends in raw mode. */
 const CTRL_C = 0x03;
 
@@ -76,6 +79,8 @@ export class StdioBackend implements PortBackend {
   readonly #stdin: TerminalInput;
   readonly #stdout: TerminalOutput;
   readonly #inner: StreamBackend;
+  /** Guest output's writer: `#stdout` itself, or a stream on a terminal's descriptor. */
+  readonly #output: Writable;
   readonly #raw: boolean;
   readonly #signals: boolean;
   readonly #raise: (signal: NodeJS.Signals) => void;
@@ -86,7 +91,8 @@ export class StdioBackend implements PortBackend {
   constructor(options: StdioBackendOptions = {}) {
     this.#stdin = options.stdin ?? process.stdin;
     this.#stdout = options.stdout ?? process.stdout;
-    this.#inner = new StreamBackend({ input: this.#stdin, output: guestOutput(this.#stdout) });
+    this.#output = guestOutput(this.#stdout);
+    this.#inner = new StreamBackend({ input: this.#stdin, output: this.#output });
     this.#raw = options.raw ?? true;
     this.#signals = options.signals ?? true;
     this.#raise = options.raise ?? ((signal) => process.kill(process.pid, signal));
@@ -141,6 +147,19 @@ export class StdioBackend implements PortBackend {
     process.off('exit', this.#restore);
     // The streams belong to the process: they are paused, never ended.
     await this.#inner.close();
+    // The terminal writer may still hold output (the guest's last lines before a shutdown):
+    // give the terminal a moment to take it, but never wait on a terminal that does not read.
+    const output = this.#output;
+    if (output === this.#stdout || output.writableLength === 0 || output.destroyed) return;
+    if (output.writableEnded) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, CLOSE_FLUSH_MS);
+      // Writes complete in order: an empty one's callback runs once everything before it is out.
+      output.write(new Uint8Array(0), () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   readonly #restore = (): void => {
