@@ -10,7 +10,9 @@ export type ConfigWriteHandler = (offset: number, data: Uint8Array) => void;
 
 /** A writable byte range `[offset, offset + length)` of a configuration space. */
 export interface WritableRange {
+  /** First byte of the range. */
   readonly offset: number;
+  /** Bytes in the range. */
   readonly length: number;
 }
 
@@ -90,15 +92,19 @@ export class ConfigSpace {
     return 'ok';
   }
 
+  /** The u8 at `offset` (device side; throws RangeError outside the space). */
   getU8(offset: number): number {
     return this.#data.getUint8(offset);
   }
+  /** The little-endian u16 at `offset`. */
   getU16(offset: number): number {
     return this.#data.getUint16(offset, true);
   }
+  /** The little-endian u32 at `offset`. */
   getU32(offset: number): number {
     return this.#data.getUint32(offset, true);
   }
+  /** The little-endian u64 at `offset`. */
   getU64(offset: number): bigint {
     return this.#data.getBigUint64(offset, true);
   }
@@ -107,15 +113,19 @@ export class ConfigSpace {
   setU8(offset: number, value: number): void {
     this.#update(offset, 1, () => this.#data.setUint8(offset, value));
   }
+  /** Device update of a little-endian u16 field (see {@link setU8}). */
   setU16(offset: number, value: number): void {
     this.#update(offset, 2, () => this.#data.setUint16(offset, value, true));
   }
+  /** Device update of a little-endian u32 field (see {@link setU8}). */
   setU32(offset: number, value: number): void {
     this.#update(offset, 4, () => this.#data.setUint32(offset, value, true));
   }
+  /** Device update of a little-endian u64 field (see {@link setU8}). */
   setU64(offset: number, value: bigint): void {
     this.#update(offset, 8, () => this.#data.setBigUint64(offset, BigInt.asUintN(64, value), true));
   }
+  /** Device update of a byte range (see {@link setU8}). */
   setBytes(offset: number, value: Uint8Array): void {
     this.#update(offset, value.length, () => this.#bytes.set(value, offset));
   }

@@ -32,6 +32,7 @@ export const DeviceType = {
   I2C: 34,
   GPIO: 41,
 } as const;
+/** A virtio device ID from {@link DeviceType}. */
 export type DeviceType = (typeof DeviceType)[keyof typeof DeviceType];
 
 /** Device status field bits, §2.1. */
@@ -66,26 +67,33 @@ export const Feature = {
   ADMIN_VQ: 41,
 } as const;
 
-/** First and last feature bit (inclusive) that are device-independent, §6. */
+/** First device-independent (reserved) feature bit, §6. */
 export const TRANSPORT_FEATURE_FIRST = 24;
+/** Last device-independent (reserved) feature bit this core knows, inclusive, §6. */
 export const TRANSPORT_FEATURE_LAST = 41;
 
-/** Split virtqueue descriptor flags, §2.7.5. */
+/** Descriptor flag: the buffer continues in the `next` descriptor or slot, §2.7.5, §2.8.6. */
 export const VIRTQ_DESC_F_NEXT = 1;
+/** Descriptor flag: the buffer is device-writable (otherwise device-readable), §2.7.5. */
 export const VIRTQ_DESC_F_WRITE = 2;
+/** Descriptor flag: the buffer holds a table of indirect descriptors, §2.7.5.3, §2.8.7. */
 export const VIRTQ_DESC_F_INDIRECT = 4;
 
-/** Split virtqueue ring flags, §2.7.6 and §2.7.8. */
+/** Available ring flag: the driver asks not to be interrupted for used buffers, §2.7.6. */
 export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
+/** Used ring flag: the device asks not to be notified of available buffers, §2.7.8. */
 export const VIRTQ_USED_F_NO_NOTIFY = 1;
 
-/** Packed virtqueue descriptor flags, §2.8.1 (bit numbers 7 and 15 as masks). */
+/** Packed descriptor flag AVAIL (bit 7), compared with the wrap counter, §2.8.1. */
 export const VIRTQ_DESC_F_AVAIL = 1 << 7;
+/** Packed descriptor flag USED (bit 15), compared with the wrap counter, §2.8.1. */
 export const VIRTQ_DESC_F_USED = 1 << 15;
 
-/** Packed virtqueue event suppression flags, §2.8.10. */
+/** Packed event suppression: notifications enabled, §2.8.10. */
 export const RING_EVENT_FLAGS_ENABLE = 0;
+/** Packed event suppression: notifications disabled, §2.8.10. */
 export const RING_EVENT_FLAGS_DISABLE = 1;
+/** Packed event suppression: notify for the descriptor named by off_wrap (EVENT_IDX), §2.8.10. */
 export const RING_EVENT_FLAGS_DESC = 2;
 
 /** Largest queue size any layout allows, §2.7 and §2.8 (Queue Size is a 16-bit field; 32768 max). */
@@ -94,17 +102,21 @@ export const MAX_QUEUE_SIZE = 32768;
 /** Byte size of one descriptor (split and packed), §2.7.5 and §2.8.13. */
 export const DESCRIPTOR_SIZE = 16;
 
-/** Alignment of the split ring's parts, §2.7 table "Virtqueue Part Alignment". */
+/** Alignment of the split ring's descriptor table, §2.7 "Virtqueue Part Alignment". */
 export const SPLIT_ALIGN_DESC = 16;
+/** Alignment of the split ring's available ring, §2.7 "Virtqueue Part Alignment". */
 export const SPLIT_ALIGN_AVAIL = 2;
+/** Alignment of the split ring's used ring, §2.7 "Virtqueue Part Alignment". */
 export const SPLIT_ALIGN_USED = 4;
 
-/** Alignment of the packed ring's parts, §2.8.10.1. */
+/** Alignment of the packed descriptor ring, §2.8.10.1. */
 export const PACKED_ALIGN_DESC = 16;
+/** Alignment of the packed event suppression structures, §2.8.10.1. */
 export const PACKED_ALIGN_EVENT = 4;
 
-/** Configuration change: PCI ISR and MMIO InterruptStatus bits, §4.1.4.5 and §4.2.2. */
+/** Interrupt status bit (PCI ISR, MMIO InterruptStatus): used buffers, §4.1.4.5, §4.2.2. */
 export const INTERRUPT_USED_BUFFER = 1;
+/** Interrupt status bit (PCI ISR, MMIO InterruptStatus): config change, §4.1.4.5, §4.2.2. */
 export const INTERRUPT_CONFIG_CHANGE = 2;
 
 /** PCI vendor ID of virtio devices, §4.1.2. */
@@ -114,6 +126,7 @@ export const VIRTIO_PCI_MODERN_DEVICE_ID_BASE = 0x1040;
 /** "No MSI-X vector" in msix_config / queue_msix_vector, §4.1.5.1.2. */
 export const VIRTIO_MSI_NO_VECTOR = 0xffff;
 
-/** virtio-mmio magic value ("virt") and version, §4.2.2. */
+/** virtio-mmio MagicValue register: "virt" little-endian, §4.2.2. */
 export const VIRTIO_MMIO_MAGIC = 0x74726976;
+/** virtio-mmio Version register of the modern (non-legacy) interface, §4.2.2. */
 export const VIRTIO_MMIO_VERSION = 2;

@@ -59,12 +59,17 @@ export interface DeviceEvents {
 
 /** The per-queue registers a transport exposes (§4.1.4.3 common config, §4.2.2 MMIO). */
 export interface QueueRegisters {
+  /** Largest size the device supports (QueueNumMax / queue_size at reset). */
   readonly maxSize: number;
+  /** Size the driver chose (the maximum until it writes one). */
   size: number;
+  /** The driver enabled the queue (QueueReady / queue_enable). */
   ready: boolean;
   /** Low and high 32-bit halves of the three ring areas, as the driver wrote them. */
   readonly desc: [low: number, high: number];
+  /** Driver area (split: available ring; packed: driver event suppression). */
   readonly driver: [low: number, high: number];
+  /** Device area (split: used ring; packed: device event suppression). */
   readonly device: [low: number, high: number];
 }
 
@@ -73,6 +78,7 @@ export type QueueArea = 'desc' | 'driver' | 'device';
 
 /** Options of a {@link DeviceController}. */
 export interface DeviceControllerOptions {
+  /** Guest memory the device's rings and buffers live in. */
   readonly memory: GuestMemory;
   /** Where interrupts go (the transport). */
   readonly interrupt: InterruptSink;
@@ -97,8 +103,11 @@ export interface DeviceControllerOptions {
  * ```
  */
 export class DeviceController {
+  /** The device this controller runs. */
   readonly device: VirtioDevice;
+  /** Guest memory (from the options). */
   readonly memory: GuestMemory;
+  /** Typed lifecycle events (see {@link DeviceEvents}). */
   readonly events = new EventEmitter<DeviceEvents>();
   /** Guest protocol violations seen so far, by code. */
   readonly violations = new ViolationCounter();
@@ -161,9 +170,11 @@ export class DeviceController {
   get configGeneration(): number {
     return this.#generation;
   }
+  /** Number of queues the device declared. */
   get numQueues(): number {
     return this.#queues.length;
   }
+  /** Where the device is in its activation lifecycle. */
   get activation(): Activation {
     return this.#activation;
   }

@@ -31,6 +31,7 @@ export interface InterruptSink {
 
 /** Handed to {@link VirtioDevice.activate} when the driver sets DRIVER_OK. */
 export interface ActivationContext {
+  /** Guest memory, for devices that access it outside descriptor chains. */
   readonly memory: GuestMemory;
   /** One entry per queue the device declared; `undefined` for queues the driver did not enable. */
   readonly queues: readonly (DeviceQueue | undefined)[];
@@ -112,6 +113,7 @@ export interface DeviceEnvironment {
  * ```
  */
 export interface DevicePlugin<S extends OptionsSchema = OptionsSchema> {
+  /** Name, version and supported core range, checked at registration. */
   readonly meta: PluginMeta;
   /** Virtio device ID of the devices it creates. */
   readonly deviceType: number;
@@ -140,7 +142,9 @@ export function defineDevicePlugin<const S extends OptionsSchema>(
  * Check with {@link isSnapshottable}.
  */
 export interface Snapshottable {
+  /** The device's state as plain JSON-serialisable data. */
   snapshot(): unknown;
+  /** Restores a state {@link snapshot} returned (before activation). */
   restore(state: unknown): void;
 }
 

@@ -20,6 +20,7 @@ export type VirtkitErrorCode =
 /** Base class of every error thrown by Virtkit packages. */
 export class VirtkitError extends Error {
   override readonly name: string = 'VirtkitError';
+  /** What went wrong, for programs (see {@link VirtkitErrorCode}; other packages add their own). */
   readonly code: VirtkitErrorCode | (string & {});
 
   constructor(
@@ -35,7 +36,9 @@ export class VirtkitError extends Error {
 /** An access outside guest memory, or an address that is not a safe integer. */
 export class GuestMemoryError extends VirtkitError {
   override readonly name = 'GuestMemoryError';
+  /** Guest address of the refused access. */
   readonly address: number | bigint;
+  /** Bytes of the refused access. */
   readonly length: number;
 
   constructor(address: number | bigint, length: number, message?: string) {
@@ -117,6 +120,7 @@ export type ViolationCode =
 
 /** One guest protocol violation. */
 export interface ProtocolViolation {
+  /** Which rule the guest broke. */
   readonly code: ViolationCode;
   /** Sentence-style, saying what the guest did ("descriptor chain longer than queue size 256"). */
   readonly message: string;

@@ -208,34 +208,42 @@ export class GuestMemory {
     return region;
   }
 
+  /** Reads a u8; throws {@link GuestMemoryError} outside guest RAM (so do all accessors). */
   readU8(address: number): number {
     const r = this.#region(address, 1);
     return r.bytes[address - r.guestAddress]!;
   }
+  /** Reads a little-endian u16 (any alignment). */
   readU16(address: number): number {
     const r = this.#region(address, 2);
     return r.data.getUint16(address - r.guestAddress, true);
   }
+  /** Reads a little-endian u32 (any alignment). */
   readU32(address: number): number {
     const r = this.#region(address, 4);
     return r.data.getUint32(address - r.guestAddress, true);
   }
+  /** Reads a little-endian u64 as a bigint; use {@link guestAddressFromBigInt} for addresses. */
   readU64(address: number): bigint {
     const r = this.#region(address, 8);
     return r.data.getBigUint64(address - r.guestAddress, true);
   }
+  /** Writes a u8 (the value modulo 2^8). */
   writeU8(address: number, value: number): void {
     const r = this.#region(address, 1);
     r.bytes[address - r.guestAddress] = value;
   }
+  /** Writes a little-endian u16 (the value modulo 2^16). */
   writeU16(address: number, value: number): void {
     const r = this.#region(address, 2);
     r.data.setUint16(address - r.guestAddress, value, true);
   }
+  /** Writes a little-endian u32 (the value modulo 2^32). */
   writeU32(address: number, value: number): void {
     const r = this.#region(address, 4);
     r.data.setUint32(address - r.guestAddress, value, true);
   }
+  /** Writes a little-endian u64 (the value modulo 2^64). */
   writeU64(address: number, value: bigint): void {
     const r = this.#region(address, 8);
     r.data.setBigUint64(address - r.guestAddress, BigInt.asUintN(64, value), true);

@@ -18,7 +18,9 @@ interface OptionBase {
 
 /** A string option. */
 export interface StringOption extends OptionBase {
+  /** Discriminant. */
   readonly type: 'string';
+  /** Value when the option is not given. */
   readonly default?: string;
   /** The value must match. */
   readonly pattern?: RegExp;
@@ -26,22 +28,31 @@ export interface StringOption extends OptionBase {
 
 /** A boolean option; on the command line `on|off|true|false|yes|no|1|0`, or the bare key for true. */
 export interface BooleanOption extends OptionBase {
+  /** Discriminant. */
   readonly type: 'boolean';
+  /** Value when the option is not given. */
   readonly default?: boolean;
 }
 
 /** An integer option within optional bounds. */
 export interface IntegerOption extends OptionBase {
+  /** Discriminant. */
   readonly type: 'integer';
+  /** Value when the option is not given. */
   readonly default?: number;
+  /** Smallest allowed value. */
   readonly min?: number;
+  /** Largest allowed value. */
   readonly max?: number;
 }
 
 /** One of a fixed set of strings. */
 export interface EnumOption<V extends string = string> extends OptionBase {
+  /** Discriminant. */
   readonly type: 'enum';
+  /** The allowed values. */
   readonly values: readonly V[];
+  /** Value when the option is not given. */
   readonly default?: V;
 }
 

@@ -21,7 +21,9 @@ const NAME_PATTERN = /^[a-z][a-z0-9-]*$/;
 
 /** Typed events of a {@link DeviceRegistry}. */
 export interface RegistryEvents {
+  /** A plugin was registered. */
   register: [plugin: DevicePlugin];
+  /** A device was created by plugin name. */
   create: [name: string, device: VirtioDevice];
 }
 
@@ -36,6 +38,7 @@ export interface RegistryEvents {
  * ```
  */
 export class DeviceRegistry {
+  /** Typed events (see {@link RegistryEvents}). */
   readonly events = new EventEmitter<RegistryEvents>();
   readonly #plugins = new Map<string, DevicePlugin>();
   readonly #coreVersion: string;

@@ -9,7 +9,9 @@ import type { GuestMemory } from '../memory.js';
 
 /** One buffer segment of a chain: `len` bytes of guest memory at guest-physical `addr`. */
 export interface Segment {
+  /** Guest-physical address of the first byte. */
   readonly addr: number;
+  /** Length in bytes. */
   readonly len: number;
 }
 
@@ -176,15 +178,19 @@ export class ChainReader extends SegmentCursor {
     return out;
   }
 
+  /** Reads the next u8; throws {@link GuestMemoryError} if the chain has fewer bytes left. */
   readU8(): number {
     return this.#small(1).getUint8(0);
   }
+  /** Reads the next little-endian u16 (it may span segments). */
   readU16(): number {
     return this.#small(2).getUint16(0, true);
   }
+  /** Reads the next little-endian u32 (it may span segments). */
   readU32(): number {
     return this.#small(4).getUint32(0, true);
   }
+  /** Reads the next little-endian u64 (it may span segments). */
   readU64(): bigint {
     return this.#small(8).getBigUint64(0, true);
   }
@@ -231,19 +237,23 @@ export class ChainWriter extends SegmentCursor {
     this.forEachChunk(count, (address, length) => this.memory.fill(address, length, 0));
   }
 
+  /** Writes a u8; throws {@link GuestMemoryError} if the chain has no room left. */
   writeU8(value: number): void {
     this.write(Uint8Array.of(value & 0xff));
   }
+  /** Writes a little-endian u16 (it may span segments). */
   writeU16(value: number): void {
     const b = new Uint8Array(2);
     new DataView(b.buffer).setUint16(0, value, true);
     this.write(b);
   }
+  /** Writes a little-endian u32 (it may span segments). */
   writeU32(value: number): void {
     const b = new Uint8Array(4);
     new DataView(b.buffer).setUint32(0, value, true);
     this.write(b);
   }
+  /** Writes a little-endian u64 (it may span segments). */
   writeU64(value: bigint): void {
     const b = new Uint8Array(8);
     new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, value), true);

@@ -65,8 +65,11 @@ interface IndirectTable {
  * ```
  */
 export class PackedDriverQueue<T = unknown> implements DriverQueue<T> {
+  /** Queue index on its device. */
   readonly index: number;
+  /** Queue size (ring entries). */
   readonly size: number;
+  /** Ring layout. */
   readonly layout = 'packed' as const;
   /** Guest address of the descriptor ring (16 × size bytes). */
   readonly descAddr: number;

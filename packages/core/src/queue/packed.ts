@@ -74,8 +74,11 @@ const NO_SEGMENTS: readonly Segment[] = Object.freeze([]);
  * ```
  */
 export class PackedDeviceQueue implements DeviceQueue {
+  /** Queue index on its device. */
   readonly index: number;
+  /** Queue size (ring entries). */
   readonly size: number;
+  /** Ring layout. */
   readonly layout = 'packed' as const;
 
   readonly #memory: GuestMemory;

@@ -66,8 +66,11 @@ const NO_TABLE = -1;
  * ```
  */
 export class SplitDriverQueue<T = unknown> implements DriverQueue<T> {
+  /** Queue index on its device. */
   readonly index: number;
+  /** Queue size (ring entries). */
   readonly size: number;
+  /** Ring layout. */
   readonly layout: RingLayout = 'split';
   /** Guest address of the descriptor table. */
   readonly descAddr: number;

@@ -78,8 +78,11 @@ const MAX_INDIRECT_BYTES = MAX_QUEUE_SIZE * DESCRIPTOR_SIZE;
  * ```
  */
 export class SplitDeviceQueue implements DeviceQueue {
+  /** Queue index on its device. */
   readonly index: number;
+  /** Queue size (ring entries). */
   readonly size: number;
+  /** Ring layout. */
   readonly layout: RingLayout = 'split';
 
   readonly #memory: GuestMemory;

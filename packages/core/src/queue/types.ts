@@ -16,8 +16,11 @@ export interface QueueSetup {
   readonly index: number;
   /** Queue size chosen by the driver. */
   readonly size: number;
+  /** Guest address of the descriptor area (split: descriptor table; packed: descriptor ring). */
   readonly descAddr: number;
+  /** Guest address of the driver area (split: available ring; packed: driver event suppression). */
   readonly driverAddr: number;
+  /** Guest address of the device area (split: used ring; packed: device event suppression). */
   readonly deviceAddr: number;
   /** VIRTIO_F_RING_EVENT_IDX was negotiated. */
   readonly eventIdx: boolean;
@@ -57,8 +60,11 @@ export interface QueuePosition {
  * stops returning chains ({@link broken}) until the device is reset.
  */
 export interface DeviceQueue {
+  /** Queue index on its device. */
   readonly index: number;
+  /** Queue size (ring entries) the driver chose. */
   readonly size: number;
+  /** Ring layout. */
   readonly layout: RingLayout;
   /** True after a protocol violation: the queue returns no more chains. */
   readonly broken: boolean;
@@ -103,7 +109,9 @@ export interface DeviceQueue {
 
 /** What creating a device queue needs besides its {@link QueueSetup}. */
 export interface DeviceQueueOptions {
+  /** Guest memory holding the rings and buffers. */
   readonly memory: GuestMemory;
+  /** Receives guest protocol violations (the queue then stops). */
   readonly onViolation: ViolationSink;
   /** Start at this position instead of the beginning (vhost-user SET_VRING_BASE). */
   readonly position?: QueuePosition;
@@ -119,7 +127,9 @@ export interface UsedBuffer<T> {
 
 /** Options of a driver-side queue. */
 export interface DriverQueueOptions {
+  /** Queue index on its device. */
   readonly index: number;
+  /** Queue size (ring entries); a power of two for split rings. */
   readonly size: number;
   /** VIRTIO_F_RING_EVENT_IDX was negotiated. */
   readonly eventIdx: boolean;
@@ -134,12 +144,17 @@ export interface DriverQueueOptions {
  * userspace drivers use to hand buffers to a device.
  */
 export interface DriverQueue<T = unknown> {
+  /** Queue index on its device. */
   readonly index: number;
+  /** Queue size (ring entries). */
   readonly size: number;
+  /** Ring layout. */
   readonly layout: RingLayout;
-  /** Ring area addresses to program into the transport. */
+  /** Descriptor area address, to program into the transport (see {@link QueueSetup}). */
   readonly descAddr: number;
+  /** Driver area address, to program into the transport (see {@link QueueSetup}). */
   readonly driverAddr: number;
+  /** Device area address, to program into the transport (see {@link QueueSetup}). */
   readonly deviceAddr: number;
   /** Descriptors (ring slots) free for new buffers. */
   readonly freeDescriptors: number;

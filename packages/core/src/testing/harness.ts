@@ -49,9 +49,11 @@ export interface TestMemoryOptions {
 
 /** An in-memory guest: RAM regions and an allocator over them. */
 export interface TestMemory {
+  /** Guest RAM. */
   readonly memory: GuestMemory;
   /** Allocates from the regions in turn (rings from the first, buffers from any). */
   readonly allocators: readonly BumpAllocator[];
+  /** Allocates `size` bytes aligned to `align` (default 8), regions in turn; throws when full. */
   allocate(size: number, align?: number): number;
 }
 
@@ -178,9 +180,13 @@ export interface TestDriverOptions {
  * ```
  */
 export class TestDriver {
+  /** The controller the driver initializes (status, features, queues, violations). */
   readonly controller: DeviceController;
+  /** Guest RAM. */
   readonly memory: GuestMemory;
+  /** Records the interrupts the device raised. */
   readonly interrupt: FakeInterrupt;
+  /** The in-memory guest: RAM and its allocators. */
   readonly guest: TestMemory;
   /** Driver-side queues, by index (undefined until set up). */
   readonly queues: (DriverQueue<number> | undefined)[] = [];
