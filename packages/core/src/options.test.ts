@@ -44,6 +44,13 @@ describe('parseOptions', () => {
     expect(() => parseOptions(schema, input, 'blk')).toThrow(message);
   });
 
+  it('checks every value against a global pattern from its start', () => {
+    const tagged = defineOptions({
+      tag: { type: 'string', description: 'tag', pattern: /^[a-z]+$/g },
+    });
+    for (let i = 0; i < 3; i++) expect(parseOptions(tagged, { tag: 'abc' }).tag).toBe('abc');
+  });
+
   it('does not treat inherited properties as options', () => {
     expect(() =>
       parseOptions(schema, { path: 'x', toString: 'y' } as Record<string, unknown>),

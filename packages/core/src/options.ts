@@ -133,7 +133,11 @@ function coerce(spec: OptionSpec, key: string, raw: unknown, subject: string): u
   switch (spec.type) {
     case 'string': {
       if (typeof raw !== 'string') return fail('a string');
-      if (spec.pattern && !spec.pattern.test(raw)) return fail(`a string matching ${spec.pattern}`);
+      if (spec.pattern) {
+        // A global or sticky pattern remembers where it last matched; every value starts afresh.
+        spec.pattern.lastIndex = 0;
+        if (!spec.pattern.test(raw)) return fail(`a string matching ${spec.pattern}`);
+      }
       return raw;
     }
     case 'boolean': {

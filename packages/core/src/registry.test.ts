@@ -131,5 +131,10 @@ describe('DeviceRegistry', () => {
     registry.register(rng);
     await registry.create('rng');
     expect(seen).toEqual(['register rng', 'create rng 4']);
+    // The event map is checked at compile time (tsc -b type-checks this file).
+    // @ts-expect-error: no such event
+    registry.events.on('created', () => {});
+    // @ts-expect-error: 'create' passes a name, not a number
+    registry.events.on('create', (name: number) => name);
   });
 });
