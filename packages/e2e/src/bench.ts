@@ -56,6 +56,8 @@ interface Options {
   readonly iperfSeconds: number;
   readonly imageDir: string;
   readonly output: string;
+  /** Appended to every QEMU command line (all servers alike). */
+  readonly qemuArgs: readonly string[];
 }
 
 function parseBenchArgs(args: string[]) {
@@ -68,6 +70,7 @@ function parseBenchArgs(args: string[]) {
       'fio-seconds': { type: 'string', default: '10' },
       'iperf-seconds': { type: 'string', default: '5' },
       'image-dir': { type: 'string' },
+      'qemu-arg': { type: 'string', multiple: true },
       output: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -87,7 +90,7 @@ function parseOptions(argv: string[]): Options {
   if (values.help) {
     console.log(
       'usage: bench [--reps N] [--only blk|net] [--seq-mib 512] [--fio-seconds 10] [--iperf-seconds 5]\n' +
-        '             [--image-dir DIR (default /dev/shm)] [--output FILE]',
+        '             [--image-dir DIR (default /dev/shm)] [--qemu-arg=ARG ...] [--output FILE]',
     );
     process.exit(0);
   }
@@ -107,6 +110,7 @@ function parseOptions(argv: string[]): Options {
     iperfSeconds: int('iperf-seconds', values['iperf-seconds'], 1),
     // tmpfs takes the host's disk (and its noise) out of a comparison of I/O paths.
     imageDir: values['image-dir'] ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir()),
+    qemuArgs: values['qemu-arg'] ?? [],
     output: values.output ?? join(repositoryRoot(), 'bench-results', 'vhost-user.json'),
   };
 }
@@ -192,7 +196,7 @@ async function main(): Promise<void> {
       log(`block: ${blkServers.join(', ')} × ${options.reps}, image ${image}`);
       for (let rep = 1; rep <= options.reps; rep++) {
         for (const server of blkServers) {
-          const values = await blkRun(server, guest.kernel, initrd, image, work);
+          const values = await blkRun(server, guest.kernel, initrd, image, work, options.qemuArgs);
           const seqMiB = options.seqMiB;
           // A boot's value is the median of its repeats (the first write included).
           const write = medianOf(values.get('seq-write-us'));
@@ -226,7 +230,14 @@ async function main(): Promise<void> {
         log(`net: ${netServers.map((config) => config.key).join(', ')} × ${options.reps}`);
         for (let rep = 1; rep <= options.reps; rep++) {
           for (const config of netServers) {
-            const values = await netRun(config, guest.kernel, initrd, iperf, work);
+            const values = await netRun(
+              config,
+              guest.kernel,
+              initrd,
+              iperf,
+              work,
+              options.qemuArgs,
+            );
             const up = medianOf(values.get('guest-to-host-mbps'));
             const down = medianOf(values.get('host-to-guest-mbps'));
             if (up) record(netSamples, 'guestToHostMbps', config.key, up);
@@ -262,6 +273,7 @@ async function main(): Promise<void> {
       loadAverage: { start: loadStart, end: loadavg().map((load) => round(load)) },
       node: process.version,
       reps: options.reps,
+      qemuArgs: options.qemuArgs,
       blk: {
         servers: Object.fromEntries(blkServers.map((server) => [server, BLK_SERVER_NAMES[server]])),
         hostIO:
@@ -307,6 +319,7 @@ async function blkRun(
   initrd: string,
   image: string,
   work: string,
+  qemuArgs: readonly string[],
 ): Promise<Map<string, number[]>> {
   const socketDir = mkdtempSync(join(work, `${server}-`));
   let disk: AttachedBlk | undefined;
@@ -317,6 +330,7 @@ async function blkRun(
       initrd,
       append: 'quiet',
       blk: [disk.attachment],
+      extraArgs: qemuArgs,
       timeoutMs: RUN_TIMEOUT_MS,
     });
     return checked(`block ${server}`, run.output, run.timedOut, disk.backend?.process);
@@ -350,6 +364,7 @@ async function netRun(
   initrd: string,
   iperf: DebianTool,
   work: string,
+  qemuArgs: readonly string[],
 ): Promise<Map<string, number[]>> {
   const L = NET_LAYOUT;
   const netns = await NetworkNamespace.create();
@@ -386,6 +401,7 @@ async function netRun(
       append: 'quiet',
       net: [nic.attachment],
       ...(nic.qemuNetns !== undefined ? { netns: nic.qemuNetns } : {}),
+      extraArgs: qemuArgs,
       timeoutMs: RUN_TIMEOUT_MS,
     });
     return checked(`net ${config.key}`, run.output, run.timedOut, nic.backend?.process);
