@@ -130,6 +130,17 @@ describe('GuestMemory', () => {
     ).toThrow(/not a valid range/);
   });
 
+  it('refuses a resizable ArrayBuffer, which could shrink under its views', () => {
+    // ES2024 constructor options; core's type library is ES2023.
+    const Resizable = ArrayBuffer as unknown as new (
+      length: number,
+      options: { maxByteLength: number },
+    ) => ArrayBuffer;
+    expect(() => GuestMemory.fromBuffer(new Resizable(64, { maxByteLength: 128 }))).toThrow(
+      /resizable ArrayBuffer/,
+    );
+  });
+
   it('maps a region at a byte offset inside a larger buffer', () => {
     const buffer = new ArrayBuffer(0x100);
     const memory = new GuestMemory([

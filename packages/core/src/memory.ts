@@ -95,6 +95,14 @@ export class GuestRegion {
         `region byteOffset ${byteOffset} must be a multiple of 8`,
       );
     }
+    // A resizable ArrayBuffer could shrink under the cached views, turning guest accesses into
+    // exceptions or silent `undefined` reads. (A growable SharedArrayBuffer only grows: fine.)
+    if ((init.buffer as { readonly resizable?: boolean }).resizable === true) {
+      throw new VirtkitError(
+        'GUEST_MEMORY_LAYOUT',
+        `guest region at ${formatAddress(init.guestAddress)} is backed by a resizable ArrayBuffer; guest RAM must not shrink`,
+      );
+    }
     if (byteOffset + size > init.buffer.byteLength) {
       throw new VirtkitError(
         'GUEST_MEMORY_LAYOUT',
