@@ -132,7 +132,7 @@ function record(samples: Samples, metric: string, server: string, value: number)
 }
 
 async function main(): Promise<void> {
-  exitOnSignals();
+  exitOnSignals((signal) => log(`${signal}: stopping, nothing written`));
   const options = parseOptions(process.argv.slice(2));
   const loadStart = loadavg().map((load) => round(load));
   const notes: string[] = [];

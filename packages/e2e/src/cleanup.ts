@@ -46,10 +46,11 @@ export function runCleanups(): void {
  * For scripts: on SIGINT, SIGTERM or SIGHUP run the cleanups and exit with 128 + signal number,
  * as a shell would report it.
  */
-export function exitOnSignals(): void {
+export function exitOnSignals(onSignal?: (signal: string) => void): void {
   const numbers: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
   for (const [signal, number] of Object.entries(numbers)) {
     process.once(signal, () => {
+      onSignal?.(signal);
       runCleanups();
       process.exit(128 + number);
     });

@@ -49,7 +49,7 @@ exit $fail
 }
 
 async function main(): Promise<number> {
-  exitOnSignals();
+  exitOnSignals((signal) => say(`${signal}: stopping QEMU and the backends, cleaning up`));
   let shell = false;
   try {
     const { values } = parseArgs({
