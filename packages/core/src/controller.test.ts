@@ -540,3 +540,19 @@ describe('interrupts during activation', () => {
     expect(driver.interrupt.usedCount(0)).toBe(1);
   });
 });
+
+describe('host listeners', () => {
+  it('a throwing violation listener does not escape into the transport or the device loop', async () => {
+    const device = new EchoDevice();
+    const driver = await TestDriver.create(device);
+    driver.controller.events.on('violation', () => {
+      throw new Error('listener bug');
+    });
+    const queue = driver.queues[0]!;
+    driver.memory.writeU16(queue.driverAddr + 4, 200);
+    driver.memory.writeU16(queue.driverAddr + 2, 1);
+    expect(() => driver.controller.notify(0)).not.toThrow();
+    expect(driver.controller.violations.count('HEAD_OUT_OF_RANGE')).toBe(1);
+    expect(driver.status & DEVICE_NEEDS_RESET).toBe(DEVICE_NEEDS_RESET);
+  });
+});

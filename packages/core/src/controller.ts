@@ -647,7 +647,13 @@ export class DeviceController {
 
   #reportViolation(violation: ProtocolViolation): void {
     this.violations.record(violation);
-    this.events.emit('violation', violation);
+    // Violations are reported from inside ring processing: a throwing listener (a host bug) must
+    // not unwind the device's loop or the transport's register access.
+    try {
+      this.events.emit('violation', violation);
+    } catch (error) {
+      this.#log(`a 'violation' listener threw: ${String(error)}`);
+    }
     if (violation.needsReset) this.requestReset(violation.message);
   }
 
