@@ -187,3 +187,24 @@ describe('FakeInterrupt', () => {
     await interrupt.next(1);
   });
 });
+
+describe('TestDriver.wait and DEVICE_NEEDS_RESET', () => {
+  it('fails at once with the reason instead of timing out', async () => {
+    const device: VirtioDevice = {
+      deviceType: DeviceType.ENTROPY,
+      features: 0n,
+      queues: [{ maxSize: 8 }],
+      activate() {},
+      queueNotify() {
+        throw new Error('backend gone');
+      },
+      reset() {},
+    };
+    const driver = await TestDriver.create(device, { timeoutMs: 60_000 });
+    const started = Date.now();
+    await expect(driver.send(0, { writable: [4] })).rejects.toThrow(
+      /DEVICE_NEEDS_RESET.*backend gone/,
+    );
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+});

@@ -371,6 +371,18 @@ export class TestDriver {
         }
         return { len: done.len, written };
       }
+      if (this.controller.status & DeviceStatus.DEVICE_NEEDS_RESET) {
+        // Fail at once with the reason instead of waiting for the timeout.
+        const last = this.controller.violations.recent().at(-1);
+        const reason =
+          this.controller.activation.state === 'failed'
+            ? this.controller.activation.reason
+            : last?.message;
+        throw new VirtkitError(
+          'DRIVER',
+          `device set DEVICE_NEEDS_RESET while queue ${index} waited: ${reason ?? 'no reason recorded'}`,
+        );
+      }
       if (Date.now() > deadline) {
         throw new VirtkitError(
           'DRIVER',
