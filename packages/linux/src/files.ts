@@ -336,3 +336,29 @@ export async function fdatasyncAsync(fd: number): Promise<void> {
 export async function fsyncAsync(fd: number): Promise<void> {
   await runAsync('fsync', (callback) => libc().fsync.async(fd, callback), undefined);
 }
+
+/**
+ * {@link fallocate} on a worker thread. Punching or zeroing a large range can hold the calling
+ * thread for a tenth of a second or more (the file system frees or converts every extent), which
+ * would stall every device on the event loop. Restarts on `EINTR`; other failures reject with a
+ * `LinuxError` (`EOPNOTSUPP` where the file system cannot do `mode`).
+ */
+export async function fallocateAsync(
+  fd: number,
+  mode: number,
+  offset: number,
+  length: number,
+): Promise<void> {
+  for (;;) {
+    try {
+      await runAsync(
+        'fallocate',
+        (callback) => libc().fallocate.async(fd, mode, offset, length, callback),
+        undefined,
+      );
+      return;
+    } catch (error) {
+      if (!(error instanceof LinuxError) || error.errno !== EINTR) throw error;
+    }
+  }
+}

@@ -116,6 +116,7 @@ export {
   close,
   type FileStat,
   fallocate,
+  fallocateAsync,
   fdatasync,
   fdatasyncAsync,
   fstat,
