@@ -141,6 +141,9 @@ async function main(): Promise<void> {
     log(`note: ${text}`);
   };
 
+  if (options.qemuArgs.length > 0) {
+    note(`every QEMU run (all servers alike) also got: ${options.qemuArgs.join(' ')}`);
+  }
   log('preparing the guest');
   const guest = await prepareX86Guest(({ step, detail }) => log(`guest ${step}: ${detail}`));
   const tool = async (pkg: string): Promise<DebianTool | undefined> => {
@@ -278,6 +281,7 @@ async function main(): Promise<void> {
         servers: Object.fromEntries(blkServers.map((server) => [server, BLK_SERVER_NAMES[server]])),
         hostIO:
           'O_DIRECT on the host for all three (virtkit direct=on, qsd cache.direct=on, QEMU cache=none)',
+        image: `raw, ${options.seqMiB + 64} MiB, written in full before the runs, in ${options.imageDir}`,
         workloads: `dd bs=1M count=${options.seqMiB} oflag=direct, then iflag=direct, 3 times each per boot (a boot counts its median); fio randread 4k iodepth=32 libaio direct=1 ${options.fioSeconds}s over ${options.seqMiB} MiB`,
       },
       net: {
