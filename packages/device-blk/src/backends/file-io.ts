@@ -6,7 +6,8 @@
  * `preadv`/`pwritev` on its thread pool, straight into guest memory) and `fs.fdatasync`. What Node
  * cannot do (`fallocate`, buffer addresses for `O_DIRECT`, block-device sizes) comes from
  * `@virtkit/linux`, loaded only when a file backend is opened, so memory-only users never load
- * native code.
+ * native code. `fallocate` runs on a worker thread (`fallocateAsync`): punching a large hole takes
+ * the file system a tenth of a second or more, and on the event loop that would stall every device.
  */
 
 import * as fs from 'node:fs';
@@ -40,8 +41,9 @@ export interface FileIo {
   fdatasync(fd: number): Promise<void>;
   /**
    * `fallocate(2)`. Absent when the host has no binding; the backend then treats hole punching
-   * as unsupported. Fails with an error whose `code` is `EOPNOTSUPP` where the file system
-   * refuses the mode.
+   * as unsupported. Fails (by throwing or rejecting) with an error whose `code` is `EOPNOTSUPP`
+   * where the file system refuses the mode. May complete synchronously, but should not: a large
+   * punch or zero range can take long, so the default runs it off the event loop.
    */
   fallocate?(fd: number, mode: number, offset: number, length: number): void | Promise<void>;
   /** Host address of a view's first byte (for `O_DIRECT` alignment checks). */
@@ -152,7 +154,7 @@ export async function nodeFileIo(): Promise<FileIo> {
       ),
   };
   if (linux) {
-    io.fallocate = (fd, mode, offset, length) => linux.fallocate(fd, mode, offset, length);
+    io.fallocate = (fd, mode, offset, length) => linux.fallocateAsync(fd, mode, offset, length);
     io.addressOf = (view) => linux.addressOf(view);
     io.alignedBuffer = (length, alignment) => linux.alignedBuffer(length, alignment);
     io.logicalBlockSize = (fd) => linux.logicalBlockSize(fd);

@@ -228,26 +228,64 @@ describe('FileBackend discard and write-zeroes', () => {
     expect(bytes[20480]).toBe(0x77);
   });
 
-  it('where the file system refuses: discard does nothing, write-zeroes writes zeroes', async () => {
-    const refuse = () => {
-      throw Object.assign(new Error('fallocate failed: not supported'), { code: 'EOPNOTSUPP' });
-    };
-    const { io, calls } = await spyIo({ fallocate: refuse });
-    const path = image(64 * 1024, 0x33);
+  it('runs fallocate off the event loop: a long discard is still pending after microtasks', async (context) => {
+    const io = await nodeFileIo();
+    if (!io.fallocate) context.skip('no fallocate binding on this host');
+    const size = 16 << 20;
+    const path = image(size, 0x3c);
     const backend = await openFileBackend({ path, io });
-    expect(backend.canUnmap).toBe(true);
-    await backend.discard(0, 4096);
-    expect(backend.canUnmap).toBe(false);
-    expect(backend.stats.discardsIgnored).toBe(1);
-    await backend.discard(0, 4096); // no second attempt
-    await backend.writeZeroes(8192, 8192, true);
-    expect(calls.filter((c) => c.startsWith('fallocate'))).toHaveLength(2); // punch once, zero range once
-    expect(calls.at(-1)).toBe('pwritev');
+    await backend.flush();
+    let settled = false;
+    const discard = backend.discard(0, size).finally(() => {
+      settled = true;
+    });
+    // Had fallocate run on this thread (as the synchronous binding did), the discard would have
+    // settled before the microtasks drained; the worker's answer needs a turn of the event loop.
+    for (let i = 0; i < 50; i++) await Promise.resolve();
+    expect(settled).toBe(false);
+    await discard;
+    if (backend.canUnmap) {
+      expect(backend.stats.punches).toBe(1);
+      expect(statSync(path).blocks).toBeLessThan(size / 512 / 2);
+    } else {
+      expect(backend.stats.discardsIgnored).toBe(1);
+    }
+    const out = new Uint8Array(4096);
+    await backend.read(size - 4096, [out]);
+    expect(out.every((b) => b === (backend.canUnmap ? 0 : 0x3c))).toBe(true);
     await backend.close();
-    const bytes = readFileSync(path);
-    expect(bytes.subarray(0, 8192).every((b) => b === 0x33)).toBe(true);
-    expect(bytes.subarray(8192, 16384).every((b) => b === 0)).toBe(true);
   });
+
+  it.each([
+    ['throws', 'sync'],
+    ['rejects', 'async'],
+  ] as const)(
+    'where the file system refuses (fallocate %s): discard does nothing, write-zeroes writes zeroes',
+    async (_, style) => {
+      const refuse = () => {
+        const error = Object.assign(new Error('fallocate failed: not supported'), {
+          code: 'EOPNOTSUPP',
+        });
+        if (style === 'sync') throw error;
+        return Promise.reject(error);
+      };
+      const { io, calls } = await spyIo({ fallocate: refuse });
+      const path = image(64 * 1024, 0x33);
+      const backend = await openFileBackend({ path, io });
+      expect(backend.canUnmap).toBe(true);
+      await backend.discard(0, 4096);
+      expect(backend.canUnmap).toBe(false);
+      expect(backend.stats.discardsIgnored).toBe(1);
+      await backend.discard(0, 4096); // no second attempt
+      await backend.writeZeroes(8192, 8192, true);
+      expect(calls.filter((c) => c.startsWith('fallocate'))).toHaveLength(2); // punch once, zero range once
+      expect(calls.at(-1)).toBe('pwritev');
+      await backend.close();
+      const bytes = readFileSync(path);
+      expect(bytes.subarray(0, 8192).every((b) => b === 0x33)).toBe(true);
+      expect(bytes.subarray(8192, 16384).every((b) => b === 0)).toBe(true);
+    },
+  );
 
   it('fails the request for other fallocate errors', async () => {
     const { io } = await spyIo({
