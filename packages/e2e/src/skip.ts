@@ -3,10 +3,10 @@
  * message and skip rather than fail, so that a machine without QEMU or root still runs the rest.
  */
 
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, type Dirent, readdirSync, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { readPreparedGuest } from '@virtkit/guest';
-import { resolveVirtkitCli } from './backend.js';
+import { repositoryRoot, resolveVirtkitCli } from './backend.js';
 
 /** True if `name` is an executable on PATH. */
 export function onPath(name: string): boolean {
@@ -45,10 +45,67 @@ export function netnsSkipReason(): string | undefined {
   return undefined;
 }
 
-/** Our vhost-user backend needs the virtkit CLI. */
+/** Our vhost-user backend needs the virtkit CLI. Warns (once) when its build looks stale. */
 export function virtkitSkipReason(): string | undefined {
   const cli = resolveVirtkitCli();
-  return cli.ok ? undefined : `the virtkit CLI is not available: ${cli.reason}`;
+  if (!cli.ok) return `the virtkit CLI is not available: ${cli.reason}`;
+  if (!staleChecked) {
+    staleChecked = true;
+    const entry = cli.args[0];
+    const newer = entry === undefined ? undefined : newerSource(entry);
+    if (newer !== undefined) {
+      console.warn(
+        `[e2e] warning: ${newer} is newer than the built CLI ${entry}; run pnpm build to test the current code`,
+      );
+    }
+  }
+  return undefined;
+}
+
+let staleChecked = false;
+
+/** Packages the CLI bundles from their dist builds. */
+const CLI_PACKAGES = [
+  'cli',
+  'vhost-user',
+  'core',
+  'linux',
+  'device-blk',
+  'device-net',
+  'device-console',
+];
+
+/** A source file of the CLI's packages modified after `built`, if any. */
+function newerSource(built: string): string | undefined {
+  let builtAt: number;
+  try {
+    builtAt = statSync(built).mtimeMs;
+  } catch {
+    return undefined;
+  }
+  const newer = (dir: string): string | undefined => {
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return undefined;
+    }
+    for (const entry of entries) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        const found = newer(path);
+        if (found) return found;
+      } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.test.ts')) {
+        if (statSync(path).mtimeMs > builtAt) return path;
+      }
+    }
+    return undefined;
+  };
+  for (const pkg of CLI_PACKAGES) {
+    const found = newer(join(repositoryRoot(), 'packages', pkg, 'src'));
+    if (found) return found;
+  }
+  return undefined;
 }
 
 /** qemu-storage-daemon is the reference vhost-user-blk backend. */
