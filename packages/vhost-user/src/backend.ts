@@ -19,6 +19,7 @@ import {
   DeviceController,
   type DeviceQueue,
   DeviceStatus,
+  DeviceType,
   Feature,
   featureBit,
   GuestMemory,
@@ -32,8 +33,11 @@ import {
   accept,
   drainEventfd,
   FdWatcher,
+  fstat,
   LinuxError,
   listenUnix,
+  S_IFMT,
+  S_IFSOCK,
   signalEventfd,
 } from '@virtkit/linux';
 import { EventEmitter } from 'eventemitter3';
@@ -122,8 +126,26 @@ export const DEFAULT_PROTOCOL_FEATURES =
   bit(ProtocolFeature.RESET_DEVICE) |
   bit(ProtocolFeature.STATUS);
 
+/** virtio-net's VIRTIO_NET_F_CTRL_VQ (§5.1.3). */
+const NET_F_CTRL_VQ = 17;
+
+/**
+ * Features a front-end implements itself on the device's behalf, by device type: QEMU serves
+ * virtio-net's control queue (and the configuration space) in its own process and forwards only
+ * the data-path features, so the guest's GUEST_ANNOUNCE or MQ arrives without the CTRL_VQ they
+ * depend on (virtio 1.2 §5.1.3.1). The device is told CTRL_VQ is there, as it is, in QEMU.
+ */
+export function frontendImpliedFeatures(deviceType: number): bigint {
+  return deviceType === DeviceType.NET ? featureBit(NET_F_CTRL_VQ) : 0n;
+}
+
 /** Options of a {@link VhostUserBackend}. */
 export interface VhostUserBackendOptions {
+  /**
+   * Features the front-end implements for the device: added to those it sets when the device
+   * offers them (default {@link frontendImpliedFeatures} of the device type).
+   */
+  readonly impliedFeatures?: bigint;
   /** Diagnostics: connections, activations, front-end mistakes (default: dropped). */
   readonly log?: (message: string) => void;
   /** Every message received, one line each (default: none). For debugging a front-end. */
@@ -278,6 +300,7 @@ export class VhostUserBackend {
   readonly #trace: ((message: string) => void) | undefined;
   readonly #offeredFeatures: bigint;
   readonly #offeredProtocol: bigint;
+  readonly #impliedFeatures: bigint;
   readonly #proxy: VirtioDevice;
   readonly #sink: InterruptSink;
   #listenFd = -1;
@@ -302,6 +325,8 @@ export class VhostUserBackend {
     let protocol = options.protocolFeatures ?? DEFAULT_PROTOCOL_FEATURES;
     if (!device.config) protocol &= ~bit(ProtocolFeature.CONFIG);
     this.#offeredProtocol = protocol;
+    this.#impliedFeatures =
+      (options.impliedFeatures ?? frontendImpliedFeatures(device.deviceType)) & device.features;
     // The controller sees the device through this proxy: activation goes through the back-end
     // (to wrap the queues), and reset is the back-end's own job (it resets the device *before*
     // the queues are detached, so that requests in flight still complete into the ring). The
@@ -743,18 +768,29 @@ export class VhostUserBackend {
           for (const fd of fds) closeQuietly(fd);
           throw protocolError(`SET_BACKEND_REQ_FD carries ${fds.length} descriptors, expected 1`);
         }
-        session.backendChannel?.close();
-        session.backendChannel = new Channel(
-          fds[0]!,
-          {
-            // Nothing is asked with NEED_REPLY on this channel, so nothing is expected back.
-            message: (reply) => {
-              for (const fd of reply.fds) closeQuietly(fd);
+        const fd = fds[0]!;
+        let channel: Channel;
+        try {
+          if ((fstat(fd).mode & S_IFMT) !== S_IFSOCK) throw new Error('not a socket');
+          channel = new Channel(
+            fd,
+            {
+              // Nothing is asked with NEED_REPLY on this channel, so nothing is expected back.
+              message: (reply) => {
+                for (const received of reply.fds) closeQuietly(received);
+              },
+              closed: () => {},
             },
-            closed: () => {},
-          },
-          { ref: false },
-        );
+            { ref: false },
+          );
+        } catch (error) {
+          closeQuietly(fd);
+          throw protocolError(
+            `SET_BACKEND_REQ_FD descriptor cannot be used: ${(error as Error).message}`,
+          );
+        }
+        session.backendChannel?.close();
+        session.backendChannel = channel;
         return 'done';
       }
       case Request.GET_STATUS:
@@ -1051,7 +1087,7 @@ export class VhostUserBackend {
     const base = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER;
     await controller.writeStatus(DeviceStatus.ACKNOWLEDGE);
     await controller.writeStatus(base);
-    controller.writeDriverFeatures(features & ~PROTOCOL_FEATURES_BIT);
+    controller.writeDriverFeatures((features & ~PROTOCOL_FEATURES_BIT) | this.#impliedFeatures);
     await controller.writeStatus(base | DeviceStatus.FEATURES_OK);
     if (!(controller.status & DeviceStatus.FEATURES_OK)) {
       this.#log('the device refused the features the front-end set; not starting it');
@@ -1256,6 +1292,7 @@ export class VhostUserBackend {
           { memory: context.memory, onViolation: context.reportViolation, position },
         ),
       onResumed: () => this.#notify(index),
+      signalUsed: () => this.#signalCall(index),
     };
   }
 

@@ -25,6 +25,7 @@ export {
   DEFAULT_PROTOCOL_FEATURES,
   decodePackedBase,
   encodeVringBase,
+  frontendImpliedFeatures,
   VhostUserBackend,
 } from './backend.js';
 export type { ChannelHandlers } from './channel.js';

@@ -239,12 +239,16 @@ export class SplitInflight {
   /**
    * Reads the record against the ring's current used index `usedIdx`: completes the bookkeeping
    * of a batch the previous back-end published but did not finish recording, and lists the heads
-   * still in flight. A blank region (version 0) or one for a ring of another size is initialized.
+   * still in flight. A blank region (version 0), one for a ring of another size or a packed
+   * ring's record is initialized.
    */
   recover(usedIdx: number): InflightRecovery {
     const data = this.#data;
     const size = this.ringSize;
-    if (data.getUint16(H_VERSION, true) === 0 || data.getUint16(H_DESC_NUM, true) !== size) {
+    if (
+      data.getUint16(H_VERSION, true) !== INFLIGHT_VERSION ||
+      data.getUint16(H_DESC_NUM, true) !== size
+    ) {
       new Uint8Array(data.buffer, data.byteOffset, data.byteLength).fill(0);
       data.setUint16(H_DESC_NUM, size, true);
       data.setUint16(H_USED_IDX, usedIdx, true);

@@ -19,6 +19,8 @@ export interface Resubmission {
   resume(position: QueuePosition): DeviceQueue;
   /** Called (on a later tick) after the switch, so the device looks at the ring again. */
   onResumed(): void;
+  /** Interrupts the driver (for completions published while switching). */
+  signalUsed(): void;
 }
 
 /** Options of a {@link RingQueue}. */
@@ -92,7 +94,7 @@ export class RingQueue implements DeviceQueue {
       // Recovered chains that could not be popped (the queue broke on one) must not hold up
       // the ring for ever: with none outstanding, move on to the ring itself.
       const resubmission = this.#resubmission;
-      if (resubmission && this.#outstanding.size === 0) {
+      if (resubmission && this.#current.broken && this.#outstanding.size === 0) {
         this.#resume(resubmission);
         chain = this.#current.pop();
       }
@@ -117,10 +119,7 @@ export class RingQueue implements DeviceQueue {
 
   publishUsed(): boolean {
     if (this.#detached) return false;
-    const interrupt = this.#current.publishUsed();
-    // The used index the driver now sees (core advances it as elements are added).
-    if (this.#inflight?.batchPending) this.#inflight.published(this.#current.position().nextUsed);
-    this.#recordPacked(true);
+    const interrupt = this.#publish();
     const resubmission = this.#resubmission;
     if (resubmission && this.#outstanding.size === 0 && !resubmission.queue.hasAvailable()) {
       this.#resume(resubmission);
@@ -213,7 +212,17 @@ export class RingQueue implements DeviceQueue {
   }
   #publishedUsed: { nextUsed: number; usedWrap: boolean } | undefined;
 
+  #publish(): boolean {
+    const interrupt = this.#current.publishUsed();
+    // The used index the driver now sees (core advances it as elements are added).
+    if (this.#inflight?.batchPending) this.#inflight.published(this.#current.position().nextUsed);
+    this.#recordPacked(true);
+    return interrupt;
+  }
+
   #resume(resubmission: Resubmission): void {
+    // Whatever was returned on the recovered queue reaches the ring before that queue goes.
+    if (this.#publish()) resubmission.signalUsed();
     const position = { ...this.#current.position(), nextAvail: resubmission.nextAvail };
     this.#current.detach();
     this.#resubmission = undefined;

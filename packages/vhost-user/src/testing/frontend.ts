@@ -149,10 +149,15 @@ export interface FrontendQueueOptions {
   readonly indirect?: boolean;
   /** SET_VRING_BASE value (default: 0 for split, both wrap counters set for packed). */
   readonly base?: number;
+  /** SET_VRING_NUM value to announce (default: the ring's size); a different one is a lie. */
+  readonly num?: number;
   /** Send SET_VRING_ENABLE 1 after the kick (default true). */
   readonly enable?: boolean;
-  /** Use this driver queue (continue a ring after a reconnect) instead of a new one. */
-  readonly driver?: DriverQueue<number>;
+  /**
+   * Continue this ring (its driver queue, eventfds and requests in flight) instead of making a
+   * new one: what QEMU does when it reconnects to a restarted back-end.
+   */
+  readonly reuse?: FrontendQueue;
 }
 
 /** A completed request. */
@@ -181,6 +186,11 @@ export class FrontendQueue {
     this.#guest = guest;
     this.kickFd = eventfd();
     this.callFd = eventfd();
+  }
+
+  /** The used index as the device last published it (split rings). */
+  usedIndex(): number {
+    return this.#guest.memory.readU16(this.driver.deviceAddr + 2);
   }
 
   /** Places a request (readable bytes, writable buffer sizes) without kicking; returns its token. */
@@ -514,15 +524,22 @@ export class TestFrontend {
       indirect: options.indirect ?? has(Feature.RING_INDIRECT_DESC),
       allocate: (bytes: number, align: number) => this.guest.allocate(bytes, align, 0),
     };
-    const driver =
-      options.driver ??
-      (layout === 'packed'
-        ? new PackedDriverQueue<number>(this.guest.memory, queueOptions)
-        : new SplitDriverQueue<number>(this.guest.memory, queueOptions));
-    const queue = new FrontendQueue(index, driver, this.guest);
+    const queue =
+      options.reuse ??
+      new FrontendQueue(
+        index,
+        layout === 'packed'
+          ? new PackedDriverQueue<number>(this.guest.memory, queueOptions)
+          : new SplitDriverQueue<number>(this.guest.memory, queueOptions),
+        this.guest,
+      );
+    const driver = queue.driver;
     this.queues[index] = queue;
     const base = options.base ?? (layout === 'packed' ? 0x8000_8000 : 0);
-    await this.#maybeAck(Request.SET_VRING_NUM, vringStatePayload(index, size));
+    await this.#maybeAck(
+      Request.SET_VRING_NUM,
+      vringStatePayload(index, options.num ?? driver.size),
+    );
     await this.#maybeAck(Request.SET_VRING_BASE, vringStatePayload(index, base));
     await this.#maybeAck(
       Request.SET_VRING_ADDR,
@@ -548,10 +565,15 @@ export class TestFrontend {
     this.send(request, u64Payload(BigInt(index) | BigInt(VRING_NOFD_MASK)));
   }
 
-  /** Closes the connection and releases the guest's queues (not the guest RAM). */
+  /** Closes the connection (queues and guest RAM stay: {@link release} them). */
   close(): void {
     this.channel.close();
     this.#onClosed(undefined);
+  }
+
+  /** Closes the connection and the queues' eventfds (guest RAM stays: `guest.release()`). */
+  release(): void {
+    this.close();
     for (const queue of this.queues) queue?.release();
   }
 
@@ -582,6 +604,7 @@ export class TestFrontend {
       return;
     }
     if (pending.request !== message.request) {
+      for (const fd of message.fds) closeQuietly(fd);
       pending.reject(
         new Error(
           `reply to ${requestName(message.request)} while waiting for ${requestName(pending.request)}`,
