@@ -89,6 +89,11 @@ describe.skipIf(skip !== undefined)('network devices in a Linux guest', () => {
           ).toEqual([]);
           expect(peer.errors(), context).toEqual([]);
           expect(run.qemuStatus, context).toBe(0);
+          if (nic.backend) {
+            // Ours ends when its front-end goes away (QEMU exited): cleanly, status 0.
+            const end = await nic.backend.process.wait(10_000);
+            expect(end.code, outputTail(nic.backend.process.output)).toBe(0);
+          }
         } finally {
           await nic?.close();
           await peer?.stop();

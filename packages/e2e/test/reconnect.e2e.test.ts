@@ -91,10 +91,6 @@ describe.skipIf(guestSkip !== undefined)(
           try {
             await vm.waitFor(IDLE_MARKER, { timeoutMs: STEP_TIMEOUT_MS });
             const status = await backends[0]!.stop(signal);
-            expect(
-              status.signal ?? status.code,
-              'the first backend did not stop',
-            ).not.toBeUndefined();
             const next = await restart();
             backends.push(next);
             await next.connected(RECONNECT_TIMEOUT_MS);
