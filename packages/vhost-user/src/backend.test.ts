@@ -186,6 +186,33 @@ describe('stopping rings (GET_VRING_BASE)', () => {
   }
 });
 
+describe('after the front-end stopped the device', () => {
+  it('does not restart it on a pending kick, only when the front-end starts a ring again', async () => {
+    const { backend, frontend } = pair(new EchoDevice({ queues: 2 }));
+    await frontend.handshake();
+    const first = await frontend.startQueue(0);
+    const second = await frontend.startQueue(1);
+    expect(await echo(second, 'up')).toBe('pu');
+    const base0 = await frontend.getVringBase(0);
+    expect(backend.activeQueues).toEqual([]);
+    // The guest kicks the other ring while the front-end is stopping the device.
+    const token = second.post([text('late')], [4]);
+    second.kick(true);
+    await ticks(5);
+    await sync(frontend);
+    expect(backend.activeQueues).toEqual([]);
+    expect(second.completed(token)).toBe(false);
+    const base1 = await frontend.getVringBase(1);
+    expect([base0, base1]).toEqual([0, 1]);
+    // Started again: the waiting request is served.
+    await frontend.startQueue(0, { reuse: first, base: base0 });
+    await frontend.startQueue(1, { reuse: second, base: base1 });
+    expect(str((await second.wait(token)).written)).toBe('etal');
+    expect(await echo(first, 'first')).toBe('tsrif');
+    expect(backend.activeQueues).toEqual([0, 1]);
+  });
+});
+
 describe('reconnecting', () => {
   it('resubmits, exactly once, requests a back-end held when its front-end went away (inflight area)', async () => {
     const guest = new FrontendGuest();

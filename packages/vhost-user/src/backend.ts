@@ -214,6 +214,12 @@ interface Session {
   backendChannel: Channel | undefined;
   status: number;
   activationScheduled: boolean;
+  /**
+   * The front-end stopped the device (GET_VRING_BASE, status 0, reset): kicks still pending on
+   * the other rings must not start it again behind its back (the guest may be tearing its rings
+   * down). Cleared when the front-end starts something again.
+   */
+  halted: boolean;
   done: Promise<void>;
   finish: () => void;
 }
@@ -498,6 +504,7 @@ export class VhostUserBackend {
       backendChannel: undefined,
       status: 0,
       activationScheduled: false,
+      halted: false,
       done,
       finish,
     };
@@ -697,6 +704,7 @@ export class VhostUserBackend {
         const { index } = decodeVringState(message);
         const ring = this.#ring(session, index);
         if (this.#active?.rings.includes(index)) await this.#stopDevice(`queue ${index} stopped`);
+        session.halted = true;
         ring.started = false;
         this.#closeKick(ring);
         const layout: RingLayout = (session.features ?? 0n) & RING_PACKED ? 'packed' : 'split';
@@ -733,7 +741,10 @@ export class VhostUserBackend {
         const ring = this.#ring(session, index);
         if (num > 1) throw protocolError(`queue ${index} enable value ${num} is not 0 or 1`);
         ring.enabled = num === 1;
-        if (ring.enabled && ring.started && !this.#active) this.#scheduleActivation(session);
+        if (ring.enabled && ring.started && !this.#active) {
+          session.halted = false;
+          this.#scheduleActivation(session);
+        }
         return 'done';
       }
       case Request.GET_CONFIG:
@@ -903,6 +914,7 @@ export class VhostUserBackend {
     this.#closeKick(ring);
     ring.kickFd = fd;
     ring.started = true;
+    session.halted = false;
     if (fd >= 0) {
       ring.kickWatcher = new FdWatcher(fd, () => this.#onKick(session, index, ring), {
         ref: false,
@@ -943,20 +955,23 @@ export class VhostUserBackend {
     }
     const active = this.#active;
     if (active?.rings.includes(index)) active.controller.notify(index);
-    else this.#scheduleActivation(session);
+    else if (!session.halted) this.#scheduleActivation(session);
   }
 
   async #setStatus(session: Session, status: number): Promise<void> {
     session.status = status;
     if (status === 0) {
       await this.#stopDevice('front-end reset the status');
+      session.halted = true;
     } else if (status & DeviceStatus.DRIVER_OK) {
+      session.halted = false;
       await this.#activate(session);
     }
   }
 
   async #resetDevice(session: Session): Promise<void> {
     await this.#stopDevice('front-end reset the device');
+    session.halted = true;
     for (const ring of session.rings) {
       this.#closeKick(ring);
       if (ring.callFd >= 0) closeQuietly(ring.callFd);
@@ -1059,7 +1074,7 @@ export class VhostUserBackend {
 
   /** Activates the device on every started ring, if there is anything to run. */
   async #activate(session: Session): Promise<void> {
-    if (this.#active || session.closing || this.#session !== session) return;
+    if (this.#active || session.closing || session.halted || this.#session !== session) return;
     const memory = session.memory;
     const features = session.features;
     if (!memory || features === undefined) return;
