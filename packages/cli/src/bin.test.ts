@@ -9,7 +9,8 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TestFrontend } from '@virtkit/vhost-user/testing';
+import { close, socketpair } from '@virtkit/linux';
+import { FrontendGuest, TestFrontend } from '@virtkit/vhost-user/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
@@ -112,6 +113,26 @@ describe('the virtkit executable', () => {
     expect(code).toBe(0);
     expect(stderr).toMatch(/stopping: asked to stop/);
     expect(existsSync(socket)).toBe(false);
+  });
+
+  it('serves a connection inherited as a descriptor (--fd)', async () => {
+    const [ours, theirs] = socketpair({ nonBlocking: true });
+    const child = spawn(
+      process.execPath,
+      [bin, 'vhost-user', '--fd', '3', '--device', 'blk,backend=memory,size=1M'],
+      { stdio: ['ignore', 'ignore', 'pipe', theirs] },
+    );
+    close(theirs);
+    const done = exited(child);
+    const frontend = new TestFrontend(ours, new FrontendGuest());
+    await frontend.handshake();
+    const queue = await frontend.startQueue(0);
+    const header = new Uint8Array(16);
+    header[0] = 8; // GET_ID
+    expect((await queue.send([header], [20, 1])).len).toBe(21);
+    frontend.release();
+    frontend.guest.release();
+    expect((await done).code).toBe(0);
   });
 
   it('serves one front-end and exits 0 when it leaves', async () => {

@@ -103,6 +103,18 @@ describe('virtkit (arguments)', () => {
     expect(err).toMatch(/^virtkit vhost-user: cannot create the device: .*no-such\.img/);
   });
 
+  it('fails with status 1 for a descriptor that is not a connected socket', async () => {
+    const { status, err } = await run([
+      'vhost-user',
+      '--fd',
+      '987',
+      '--device',
+      'blk,backend=memory,size=1M',
+    ]);
+    expect(status).toBe(1);
+    expect(err).toMatch(/^virtkit vhost-user: cannot serve descriptor 987: /);
+  });
+
   it('loads a third-party plugin module and lists it', async () => {
     const module = join(dir, 'zero-plugin.mjs');
     writeFileSync(

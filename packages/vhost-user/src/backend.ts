@@ -420,7 +420,15 @@ export class VhostUserBackend {
     if (this.#session) {
       throw new VhostUserError('VHOST_USER_STATE', 'a front-end is already connected');
     }
-    this.#startSession(fd);
+    try {
+      this.#startSession(fd);
+    } catch (error) {
+      throw new VhostUserError(
+        'VHOST_USER_SOCKET',
+        `cannot serve descriptor ${fd}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
   }
 
   /**
@@ -481,7 +489,12 @@ export class VhostUserBackend {
         closeQuietly(fd);
         continue;
       }
-      this.#startSession(fd);
+      try {
+        this.#startSession(fd);
+      } catch (error) {
+        this.#log(`cannot serve the new connection: ${(error as Error).message}`);
+        closeQuietly(fd);
+      }
     }
   }
 
@@ -508,6 +521,7 @@ export class VhostUserBackend {
       done,
       finish,
     };
+    // Throws (before anything else is set up) when `fd` cannot be watched: not a socket.
     (session as { channel: Channel }).channel = new Channel(fd, {
       message: (message) => this.#enqueueMessage(session, message),
       closed: (error) => this.#disconnect(session, error),
