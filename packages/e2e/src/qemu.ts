@@ -151,7 +151,9 @@ export function guestVmCommand(options: GuestVmOptions): { command: string; args
     ...(options.cpus !== undefined ? { cpus: options.cpus } : {}),
     ...(options.mode !== undefined ? { mode: options.mode } : {}),
     ...(options.exit !== undefined ? { exit: options.exit } : {}),
-    ...(options.append !== undefined ? { append: options.append } : {}),
+    // Kernel messages share the serial console with the scenario's `E2E ...` lines; on a loaded
+    // machine a printk can land inside one and break a check. Tests keep the console quiet.
+    append: options.append ?? 'quiet loglevel=1',
     extraArgs: [...extra, ...(options.extraArgs ?? [])],
   });
   return {
