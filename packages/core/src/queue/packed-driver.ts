@@ -20,7 +20,12 @@ import {
 import { formatAddress, QueueConfigError, VirtkitError } from '../errors.js';
 import type { GuestMemory } from '../memory.js';
 import type { Segment } from './chain.js';
-import { regionUint16Array, regionUint32Array, vringNeedEvent } from './ring-util.js';
+import {
+  checkDriverSegment,
+  regionUint16Array,
+  regionUint32Array,
+  vringNeedEvent,
+} from './ring-util.js';
 import type { DriverQueue, DriverQueueOptions, QueuePosition, UsedBuffer } from './types.js';
 
 const EVENT_WRAP_SHIFT = 15;
@@ -234,8 +239,8 @@ export class PackedDriverQueue<T = unknown> implements DriverQueue<T> {
     const total = readable.length + writable.length;
     if (total === 0) throw new VirtkitError('DRIVER', 'a buffer needs at least one segment');
     let writableLength = 0;
-    for (const segment of readable) checkSegment(segment);
-    for (const segment of writable) writableLength += checkSegment(segment);
+    for (const segment of readable) checkDriverSegment(segment);
+    for (const segment of writable) writableLength += checkDriverSegment(segment);
     const useIndirect = this.#indirect && total > 1;
     const slots = useIndirect ? 1 : total;
     if (slots > this.size) {
@@ -454,22 +459,4 @@ export class PackedDriverQueue<T = unknown> implements DriverQueue<T> {
       ? (mode << 16) | this.#nextUsed | (this.#usedWrap << EVENT_WRAP_SHIFT)
       : mode << 16;
   }
-}
-
-/** Checks a segment can be encoded in a descriptor; returns its length. */
-function checkSegment(segment: Segment): number {
-  const { addr, len } = segment;
-  if (
-    !Number.isSafeInteger(addr) ||
-    addr < 0 ||
-    !Number.isInteger(len) ||
-    len < 0 ||
-    len > 0xffff_ffff
-  ) {
-    throw new VirtkitError(
-      'DRIVER',
-      `segment of ${len} bytes at ${addr} is not a 64-bit guest address with a 32-bit length`,
-    );
-  }
-  return len;
 }

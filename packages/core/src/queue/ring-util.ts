@@ -3,8 +3,9 @@
  */
 
 import { DESCRIPTOR_SIZE, MAX_QUEUE_SIZE } from '../constants.js';
-import { formatAddress } from '../errors.js';
+import { formatAddress, VirtkitError } from '../errors.js';
 import type { GuestRegion } from '../memory.js';
+import type { Segment } from './chain.js';
 
 /** True if `n` is an integer power of two (1, 2, 4, …). */
 export function isPowerOfTwo(n: number): boolean {
@@ -72,4 +73,25 @@ export function regionUint32Array(
  */
 export function formatAddressParts(low: number, high: number): string {
   return formatAddress((BigInt(high >>> 0) << 32n) | BigInt(low >>> 0));
+}
+
+/**
+ * Checks a segment a driver-side caller passed can be put in a descriptor (a guest address that
+ * is a safe integer, a 32-bit length); returns its length. Used by both driver queues.
+ */
+export function checkDriverSegment(segment: Segment): number {
+  const { addr, len } = segment;
+  if (
+    !Number.isSafeInteger(addr) ||
+    addr < 0 ||
+    !Number.isInteger(len) ||
+    len < 0 ||
+    len > 0xffff_ffff
+  ) {
+    throw new VirtkitError(
+      'DRIVER',
+      `segment of ${len} bytes at ${Number.isSafeInteger(addr) && addr >= 0 ? formatAddress(addr) : String(addr)} is not a valid guest buffer: it needs a 64-bit guest address and a 32-bit length`,
+    );
+  }
+  return len;
 }

@@ -23,6 +23,7 @@ import { formatAddress, QueueConfigError, VirtkitError } from '../errors.js';
 import type { GuestMemory, GuestRegion } from '../memory.js';
 import type { Segment } from './chain.js';
 import {
+  checkDriverSegment,
   isValidSplitQueueSize,
   regionUint16Array,
   regionUint32Array,
@@ -208,8 +209,8 @@ export class SplitDriverQueue<T = unknown> implements DriverQueue<T> {
     const total = readable.length + writable.length;
     if (total === 0) throw new VirtkitError('DRIVER', 'a buffer needs at least one segment');
     let writableLength = 0;
-    for (const segment of readable) checkSegment(segment);
-    for (const segment of writable) writableLength += checkSegment(segment);
+    for (const segment of readable) checkDriverSegment(segment);
+    for (const segment of writable) writableLength += checkDriverSegment(segment);
     const useIndirect = this.#indirect && total > 1;
     const limit = useIndirect ? MAX_QUEUE_SIZE : this.size;
     if (total > limit) {
@@ -415,24 +416,6 @@ export class SplitDriverQueue<T = unknown> implements DriverQueue<T> {
     // Entries are laid out in order, so entry i links to i + 1.
     memory.writeU32(at + 12, flags | ((flags & VIRTQ_DESC_F_NEXT ? entry + 1 : 0) << 16));
   }
-}
-
-/** Checks a segment the caller passed; returns its length. */
-function checkSegment(segment: Segment): number {
-  const { addr, len } = segment;
-  if (
-    !Number.isSafeInteger(addr) ||
-    addr < 0 ||
-    !Number.isInteger(len) ||
-    len < 0 ||
-    len > 0xffff_ffff
-  ) {
-    throw new VirtkitError(
-      'DRIVER',
-      `segment of ${len} bytes at ${typeof addr === 'number' && Number.isFinite(addr) ? formatAddress(addr) : String(addr)} is not a valid guest buffer`,
-    );
-  }
-  return len;
 }
 
 /** A typed array over a ring part the allocator returned, after checking it. */
