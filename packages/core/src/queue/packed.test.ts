@@ -12,7 +12,7 @@ import {
 import { type ProtocolViolation, QueueConfigError, VirtkitError } from '../errors.js';
 import { GuestMemory, type GuestRegionInit } from '../memory.js';
 import type { DescriptorChain } from './chain.js';
-import { PackedDeviceQueue } from './packed.js';
+import { type PackedDescriptor, PackedDeviceQueue } from './packed.js';
 import type { QueuePosition } from './types.js';
 
 const DESC = 0x1000;
@@ -979,5 +979,156 @@ describe('PackedDeviceQueue available buffer notifications (device event suppres
     r.queue.addUsed(chain, 0);
     expect(popOk(r).id).toBe(1);
     expect(r.queue.enableNotifications()).toBe(false);
+  });
+});
+
+describe('PackedDeviceQueue.resubmit (chains taken by an earlier instance)', () => {
+  const saved = (
+    descs: { addr?: number; len?: number; flags?: number }[],
+    id: number,
+  ): PackedDescriptor[] =>
+    descs.map((d, i) => ({
+      addr: BigInt(d.addr ?? DATA),
+      len: d.len ?? 16,
+      id: i === descs.length - 1 ? id : 0xbeef,
+      flags: (d.flags ?? 0) | (i < descs.length - 1 ? VIRTQ_DESC_F_NEXT : 0),
+    }));
+
+  it('takes back a saved chain whose slots were overwritten, and the ring continues after it', () => {
+    // The earlier instance popped 3 slots (ids 5, 2) and returned nothing; a new queue at that
+    // position finds the ring slots no longer readable as those chains (the driver's view).
+    const r = ring({
+      size: 8,
+      position: { nextAvail: 3, nextUsed: 0, availWrap: true, usedWrap: true },
+    });
+    expect(r.queue.unclaimedSlots).toBe(3);
+    r.memory.write(DATA, new Uint8Array([1, 2, 3, 4]));
+    const b = r.queue.resubmit(saved([{ len: 8, flags: VIRTQ_DESC_F_WRITE }], 2))!;
+    const a = r.queue.resubmit(
+      saved(
+        [
+          { addr: DATA, len: 4 },
+          { addr: DATA + 64, len: 8, flags: VIRTQ_DESC_F_WRITE },
+        ],
+        5,
+      ),
+    )!;
+    expect(r.violations).toEqual([]);
+    expect([a.id, a.readableLength, a.writableLength, a.ringSlots]).toEqual([5, 4, 8, 2]);
+    expect([b.id, b.writableLength, b.ringSlots]).toEqual([2, 8, 1]);
+    expect(r.queue.unclaimedSlots).toBe(0);
+    expect(r.queue.inFlight).toBe(2);
+    // The slots are already counted: the driver can offer 5 more, not 8.
+    r.chain([{ len: 1 }, { len: 1 }, { len: 1 }, { len: 1 }, { len: 1 }], 0);
+    const c = popOk(r);
+    // Returned like any chain: used descriptors from the used position, in completion order.
+    r.queue.addUsed(a, 8);
+    r.queue.addUsed(b, 3);
+    r.queue.addUsed(c, 0);
+    r.queue.publishUsed();
+    expect(r.read(0)).toMatchObject({ id: 5, len: 8 });
+    expect(r.read(2)).toMatchObject({ id: 2, len: 3 });
+    expect(r.read(3)).toMatchObject({ id: 0, len: 0 });
+    expect(r.queue.position()).toEqual({
+      nextAvail: 0,
+      availWrap: false,
+      nextUsed: 0,
+      usedWrap: false,
+    });
+    expect(r.queue.inFlight).toBe(0);
+  });
+
+  it('takes back an indirect chain from its table in guest memory', () => {
+    const r = ring({
+      indirect: true,
+      position: { nextAvail: 1, nextUsed: 0, availWrap: true, usedWrap: true },
+    });
+    const len = r.table([
+      { addr: DATA, len: 4 },
+      { addr: DATA + 64, len: 32, flags: VIRTQ_DESC_F_WRITE },
+    ]);
+    const chain = r.queue.resubmit(saved([{ addr: TABLE, len, flags: VIRTQ_DESC_F_INDIRECT }], 6))!;
+    expect(r.violations).toEqual([]);
+    expect([chain.id, chain.readableLength, chain.writableLength, chain.ringSlots]).toEqual([
+      6, 4, 32, 1,
+    ]);
+  });
+
+  const bad: [string, PackedDescriptor[], string][] = [
+    [
+      'an address outside guest memory',
+      saved([{ addr: 0xfff0, len: 64 }], 1),
+      'DESCRIPTOR_OUT_OF_MEMORY',
+    ],
+    [
+      'a 64-bit address beyond RAM',
+      [{ addr: 1n << 63n, len: 1, id: 1, flags: 0 }],
+      'DESCRIPTOR_OUT_OF_MEMORY',
+    ],
+    ['a huge length', saved([{ len: 0xffff_ffff }], 1), 'DESCRIPTOR_OUT_OF_MEMORY'],
+    ['an id out of range', saved([{ len: 4 }], 8), 'BUFFER_ID_OUT_OF_RANGE'],
+    ['no descriptors', [], 'CHAIN_TOO_LONG'],
+    ['more descriptors than slots taken', saved([{}, {}, {}, {}], 1), 'AVAIL_INDEX_JUMP'],
+    [
+      'a last descriptor with NEXT',
+      [{ addr: BigInt(DATA), len: 4, id: 1, flags: VIRTQ_DESC_F_NEXT }],
+      'CHAIN_TOO_LONG',
+    ],
+    [
+      'a chain ending early',
+      [
+        { addr: BigInt(DATA), len: 4, id: 1, flags: 0 },
+        { addr: BigInt(DATA), len: 4, id: 1, flags: 0 },
+      ],
+      'CHAIN_TOO_LONG',
+    ],
+    [
+      'readable after writable',
+      saved([{ flags: VIRTQ_DESC_F_WRITE }, {}], 1),
+      'READABLE_AFTER_WRITABLE',
+    ],
+    [
+      'indirect not negotiated',
+      saved([{ addr: TABLE, len: 16, flags: VIRTQ_DESC_F_INDIRECT }], 1),
+      'INDIRECT_NOT_NEGOTIATED',
+    ],
+  ];
+  for (const [what, descriptors, code] of bad) {
+    it(`skips a saved chain with ${what} (${code}) and stays usable`, () => {
+      const r = ring({ position: { nextAvail: 3, nextUsed: 0, availWrap: true, usedWrap: true } });
+      expect(r.queue.resubmit(descriptors)).toBeNull();
+      expect(r.violations.map((v) => v.code)).toEqual([code]);
+      expect(r.violations[0]).toMatchObject({ queue: 3, needsReset: false });
+      expect(r.violations[0]!.message).toMatch(/saved/);
+      expect(r.queue.broken).toBe(false);
+      expect(r.queue.unclaimedSlots).toBe(3);
+      // A good copy and the ring still work.
+      expect(r.queue.resubmit(saved([{ len: 4 }], 2))?.id).toBe(2);
+      r.chain([{ len: 4 }], 3);
+      expect(r.queue.pop()?.id).toBe(3);
+      expect(r.violations).toHaveLength(1);
+    });
+  }
+
+  it('refuses an id already in flight, from the ring or resubmitted twice', () => {
+    const r = ring({ position: { nextAvail: 2, nextUsed: 0, availWrap: true, usedWrap: true } });
+    r.chain([{ len: 4 }], 4);
+    popOk(r);
+    expect(r.queue.resubmit(saved([{ len: 4 }], 4))).toBeNull();
+    expect(r.queue.resubmit(saved([{ len: 4 }], 1))?.id).toBe(1);
+    expect(r.queue.resubmit(saved([{ len: 4 }], 1))).toBeNull();
+    expect(r.violations.map((v) => v.code)).toEqual(['BUFFER_ID_IN_USE', 'BUFFER_ID_IN_USE']);
+    expect(r.queue.unclaimedSlots).toBe(1);
+  });
+
+  it('has nothing to take back on a queue created without a position, or after detach', () => {
+    const r = ring();
+    expect(r.queue.unclaimedSlots).toBe(0);
+    expect(r.queue.resubmit(saved([{ len: 4 }], 1))).toBeNull();
+    expect(r.violations.map((v) => v.code)).toEqual(['AVAIL_INDEX_JUMP']);
+    const s = ring({ position: { nextAvail: 1, nextUsed: 0, availWrap: true, usedWrap: true } });
+    s.queue.detach();
+    expect(s.queue.resubmit(saved([{ len: 4 }], 1))).toBeNull();
+    expect(s.violations).toEqual([]);
   });
 });

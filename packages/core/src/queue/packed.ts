@@ -57,6 +57,19 @@ const EVENT_WRAP_SHIFT = 15;
 const NO_SEGMENTS: readonly Segment[] = Object.freeze([]);
 
 /**
+ * One packed ring descriptor as the driver wrote it (§2.8.13), copied when its chain was popped so
+ * that the chain can be taken again later with {@link PackedDeviceQueue.resubmit}. `flags` are the
+ * descriptor's flags (NEXT, WRITE, INDIRECT; AVAIL and USED are ignored), `len` an le32, `id` an
+ * le16 (only the last descriptor's counts, as in the ring).
+ */
+export interface PackedDescriptor {
+  readonly addr: bigint;
+  readonly len: number;
+  readonly id: number;
+  readonly flags: number;
+}
+
+/**
  * Device side of a packed virtqueue (§2.8).
  *
  * Ring slot `n` occupies 16 bytes at `descAddr + 16 n`: `le64 addr`, `le32 len`, `le16 id`,
@@ -116,6 +129,13 @@ export class PackedDeviceQueue implements DeviceQueue {
 
   #broken = false;
   #detached = false;
+  /**
+   * Ring slots between the used and available positions the queue was created at: taken by an
+   * earlier instance of the device, not yet claimed back by {@link resubmit}.
+   */
+  #unclaimed = 0;
+  /** True while {@link resubmit} validates a saved chain (violations are reported, not fatal). */
+  #saved = false;
 
   // Scratch state of the chain being walked by pop(); fields rather than locals so the segment
   // and indirect-table helpers need no closures or result objects.
@@ -202,6 +222,7 @@ export class PackedDeviceQueue implements DeviceQueue {
         );
       }
       this.#outstanding = outstanding;
+      this.#unclaimed = outstanding;
     } else {
       // Both wrap counters start at 1 (§2.8.1).
       this.#nextAvail = 0;
@@ -376,14 +397,14 @@ export class PackedDeviceQueue implements DeviceQueue {
     if (addr === undefined || !this.#memory.checkRange(addr, len)) {
       return this.#fail(
         'DESCRIPTOR_OUT_OF_MEMORY',
-        `${descriptorPlace(slot, entry)} points at ${len} bytes at ${formatAddressParts(low, high)}, outside guest memory`,
+        `${this.#descriptorPlace(slot, entry)} points at ${len} bytes at ${formatAddressParts(low, high)}, outside guest memory`,
       );
     }
     const total = this.#readableLength + this.#writableLength + len;
     if (total >= MAX_CHAIN_BYTES) {
       return this.#fail(
         'CHAIN_TOO_LARGE',
-        `descriptor chain reaches ${total} bytes at ${descriptorPlace(slot, entry)}; chains must stay below 2^32 bytes`,
+        `descriptor chain reaches ${total} bytes at ${this.#descriptorPlace(slot, entry)}; chains must stay below 2^32 bytes`,
       );
     }
     if (write) {
@@ -397,7 +418,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     if (this.#sawWritable) {
       return this.#fail(
         'READABLE_AFTER_WRITABLE',
-        `${descriptorPlace(slot, entry)} is device-readable but follows a device-writable descriptor`,
+        `${this.#descriptorPlace(slot, entry)} is device-readable but follows a device-writable descriptor`,
       );
     }
     if (len === 0) return true;
@@ -413,7 +434,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     if (tableLength === 0 || !Number.isInteger(entries) || entries > PACKED_MAX_INDIRECT_ENTRIES) {
       return this.#fail(
         'INDIRECT_BAD_LENGTH',
-        `indirect descriptor in ring slot ${slot} has table length ${tableLength}, not a non-zero multiple of 16 of at most ${PACKED_MAX_INDIRECT_ENTRIES} entries`,
+        `indirect ${this.#descriptorPlace(slot, -1)} has table length ${tableLength}, not a non-zero multiple of 16 of at most ${PACKED_MAX_INDIRECT_ENTRIES} entries`,
       );
     }
     const tableAddr = guestAddressFromParts(low, high);
@@ -422,7 +443,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     if (tableAddr === undefined || region === undefined) {
       return this.#fail(
         'INDIRECT_OUT_OF_MEMORY',
-        `indirect table of ring slot ${slot} (${tableLength} bytes at ${formatAddressParts(low, high)}) is not inside one guest memory region`,
+        `indirect table of ${this.#place(slot)} (${tableLength} bytes at ${formatAddressParts(low, high)}) is not inside one guest memory region`,
       );
     }
     const data = region.data;
@@ -434,7 +455,7 @@ export class PackedDeviceQueue implements DeviceQueue {
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         return this.#fail(
           'INDIRECT_NESTED',
-          `entry ${entry} of the indirect table of ring slot ${slot} is itself indirect`,
+          `entry ${entry} of the indirect table of ${this.#place(slot)} is itself indirect`,
         );
       }
       if (
@@ -451,6 +472,136 @@ export class PackedDeviceQueue implements DeviceQueue {
       }
     }
     return true;
+  }
+
+  /**
+   * Ring slots the queue was created with in flight (between its used and available positions)
+   * that {@link resubmit} has not claimed back yet.
+   */
+  get unclaimedSlots(): number {
+    return this.#unclaimed;
+  }
+
+  /**
+   * Takes again a chain an earlier instance of the device popped from this ring and never
+   * returned, from a copy of its ring descriptors saved when it was popped: a back-end restarted
+   * after a crash resubmits the requests it had in flight (vhost-user inflight tracking). The
+   * ring itself cannot be read again: the device writes used descriptors in completion order, over
+   * the slots of chains still in flight.
+   *
+   * The queue must have been created at a position past the chain: the slots between its used
+   * and available positions are the ones taken earlier, and each chain taken back claims its
+   * descriptors' count of them ({@link unclaimedSlots}). The copy is as untrusted as the ring and
+   * is validated as {@link pop} validates it (guest memory bounds, chain length and NEXT links,
+   * indirect rules, buffer id in range and free). A copy that fails is reported to the violation
+   * sink with `needsReset: false` and `null` is returned: the queue stays usable, and the slots
+   * stay taken (the driver does not get that buffer back). Once returned with {@link addUsed},
+   * the chain is an ordinary one.
+   *
+   * @example
+   * ```ts
+   * const queue = new PackedDeviceQueue(setup, { memory, onViolation, position: recorded });
+   * for (const saved of recoveredChains) {
+   *   const chain = queue.resubmit(saved);
+   *   if (chain) startRequest(chain);
+   * }
+   * ```
+   */
+  resubmit(descriptors: readonly PackedDescriptor[]): DescriptorChain | null {
+    if (this.#broken || this.#detached) return null;
+    this.#saved = true;
+    try {
+      return this.#takeSaved(descriptors);
+    } finally {
+      this.#saved = false;
+      this.#readable = null;
+      this.#writable = null;
+    }
+  }
+
+  #takeSaved(descriptors: readonly PackedDescriptor[]): DescriptorChain | null {
+    const count = descriptors.length;
+    const size = this.size;
+    this.#readable = null;
+    this.#writable = null;
+    this.#readableLength = 0;
+    this.#writableLength = 0;
+    this.#sawWritable = false;
+    if (count === 0 || count > size) {
+      return this.#violation(
+        'CHAIN_TOO_LONG',
+        `saved chain of ${count} descriptors is not 1 to queue size ${size} long`,
+      );
+    }
+    if (count > this.#unclaimed) {
+      return this.#violation(
+        'AVAIL_INDEX_JUMP',
+        `saved chain of ${count} descriptors needs more ring slots than the ${this.#unclaimed} still held by chains taken earlier`,
+      );
+    }
+    for (let i = 0; i < count; i++) {
+      const descriptor = descriptors[i]!;
+      const flags = descriptor.flags & 0xffff;
+      const addr = BigInt.asUintN(64, descriptor.addr);
+      const low = Number(addr & 0xffff_ffffn);
+      const high = Number(addr >> 32n);
+      const len = descriptor.len >>> 0;
+      const last = i === count - 1;
+      if (((flags & VIRTQ_DESC_F_NEXT) === 0) !== last) {
+        return this.#violation(
+          'CHAIN_TOO_LONG',
+          last
+            ? `saved descriptor ${i}, the last of its chain, has NEXT set`
+            : `saved descriptor ${i} ends its chain (no NEXT) before the chain's ${count} descriptors`,
+        );
+      }
+      if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        if (!this.#indirect) {
+          return this.#violation(
+            'INDIRECT_NOT_NEGOTIATED',
+            `saved descriptor ${i} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`,
+          );
+        }
+        if (count > 1) {
+          return this.#violation(
+            'INDIRECT_WITH_NEXT',
+            `indirect saved descriptor ${i} is part of a chain linked by NEXT`,
+          );
+        }
+        if (!this.#walkIndirect(low, high, len, i)) return null;
+      } else if (!this.#takeSegment(low, high, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, i, -1)) {
+        return null;
+      }
+    }
+    const id = descriptors[count - 1]!.id & 0xffff;
+    if (id >= size) {
+      return this.#violation(
+        'BUFFER_ID_OUT_OF_RANGE',
+        `buffer id ${id} of a saved chain is not below queue size ${size}`,
+      );
+    }
+    if (this.#idSlots[id] !== 0) {
+      return this.#violation(
+        'BUFFER_ID_IN_USE',
+        `buffer id ${id} of a saved chain is already in flight`,
+      );
+    }
+    // Its slots were counted in flight when the queue was created; they are released by addUsed.
+    this.#unclaimed -= count;
+    this.#inFlight++;
+    this.#idSlots[id] = count;
+    this.#idWritable[id] = this.#writableLength;
+    const chain = new DescriptorChain(
+      this.#memory,
+      id,
+      this.#readable ?? NO_SEGMENTS,
+      this.#writable ?? NO_SEGMENTS,
+      this.#readableLength,
+      this.#writableLength,
+      count,
+    );
+    this.#idChain[id] = chain;
+    return chain;
   }
 
   /** True if a chain is available (without consuming or validating it). */
@@ -594,21 +745,27 @@ export class PackedDeviceQueue implements DeviceQueue {
   }
 
   #fail(code: ViolationCode, message: string): false {
-    this.#broken = true;
+    // A bad saved copy (resubmit) is skipped; the ring itself is not at fault.
+    const saved = this.#saved;
+    if (!saved) this.#broken = true;
     this.#readable = null;
     this.#writable = null;
     try {
-      this.#onViolation({ code, message, queue: this.index, needsReset: true });
+      this.#onViolation({ code, message, queue: this.index, needsReset: !saved });
     } catch {
       // Sinks must not throw; if one does anyway, a guest's mistake still must not become an
       // exception in the device loop.
     }
     return false;
   }
-}
 
-function descriptorPlace(slot: number, entry: number): string {
-  return entry < 0
-    ? `descriptor in ring slot ${slot}`
-    : `entry ${entry} of the indirect table of ring slot ${slot}`;
+  /** Where descriptor `slot` is: a ring slot, or a place in a saved chain ({@link resubmit}). */
+  #place(slot: number): string {
+    return this.#saved ? `saved descriptor ${slot}` : `ring slot ${slot}`;
+  }
+
+  #descriptorPlace(slot: number, entry: number): string {
+    if (entry >= 0) return `entry ${entry} of the indirect table of ${this.#place(slot)}`;
+    return this.#saved ? `saved descriptor ${slot}` : `descriptor in ring slot ${slot}`;
+  }
 }
