@@ -57,6 +57,31 @@ describe('ChainReader', () => {
     expect(reader.skip(5)).toBe(0);
   });
 
+  it('gives the next bytes as guest ranges, reusing whole segments', () => {
+    const whole = { addr: 0x400, len: 0x20 };
+    const { chain } = setup(
+      [
+        { addr: 0x100, len: 0x10 }, // a header, then data
+        whole,
+        { addr: 0x800, len: 0x30 },
+      ],
+      [],
+    );
+    const reader = chain.reader();
+    reader.skip(0x0c);
+    const ranges = reader.ranges(0x04 + 0x20 + 0x08);
+    expect(ranges).toEqual([
+      { addr: 0x10c, len: 0x04 },
+      { addr: 0x400, len: 0x20 },
+      { addr: 0x800, len: 0x08 },
+    ]);
+    expect(ranges[1]).toBe(whole); // no copy of a segment taken whole
+    expect(reader.position).toBe(0x38);
+    // At most what remains, then nothing.
+    expect(reader.ranges(0x100)).toEqual([{ addr: 0x808, len: 0x28 }]);
+    expect(reader.ranges()).toEqual([]);
+  });
+
   it('reads u64 across regions', () => {
     const { memory, chain } = setup([{ addr: 0xffc, len: 8 }], []);
     memory.writeU32(0xffc, 0x44332211);

@@ -124,6 +124,28 @@ abstract class SegmentCursor {
     return out;
   }
 
+  /**
+   * The next `count` bytes (at most what remains) as guest-physical segments, advancing past
+   * them. Whole segments are the chain's own objects; only a partly consumed one is cut. Like
+   * {@link views} without creating a view per segment: a backend that does vectored I/O on host
+   * addresses (region base plus offset) turns these into an iovec directly. Every segment was
+   * checked against guest memory when the chain was popped.
+   */
+  ranges(count = this.remaining): Segment[] {
+    const out: Segment[] = [];
+    let left = Math.min(count, this.remaining);
+    while (left > 0) {
+      const segment = this.segments[this.index]!;
+      const step = Math.min(left, segment.len - this.offset);
+      if (step > 0) {
+        out.push(step === segment.len ? segment : { addr: segment.addr + this.offset, len: step });
+      }
+      this.#advance(step, segment);
+      left -= step;
+    }
+    return out;
+  }
+
   protected forEachChunk(
     count: number,
     each: (address: number, length: number, done: number) => void,
