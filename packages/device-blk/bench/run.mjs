@@ -1,5 +1,5 @@
 // Bundles a benchmark from the TypeScript sources (koffi stays external, it is native) and runs
-// it. Usage, from packages/device-blk: `node bench/run.mjs [file-io|device]` (default: both).
+// it. Usage, from packages/device-blk: `node bench/run.mjs [file-io|device|large]` (default: all).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 const require = createRequire(import.meta.url);
 const esbuild = require(require.resolve('esbuild', { paths: [require.resolve('tsup')] }));
-const names = process.argv.length > 2 ? process.argv.slice(2) : ['file-io', 'device'];
+const names = process.argv.length > 2 ? process.argv.slice(2) : ['file-io', 'device', 'large'];
 for (const name of names) {
   const out = join(mkdtempSync(join(tmpdir(), 'virtkit-blk-bench-')), 'bench.mjs');
   await esbuild.build({

@@ -10,6 +10,7 @@
  */
 
 import type { DescriptorChain, DeviceQueue, ViolationSink } from '@virtkit/core';
+import { viewsOf } from './backends/range.js';
 import type { BlockBackend } from './backends/types.js';
 import { type BlkStatus, BlkStatus as Status } from './constants.js';
 import { type BlockRequest, parseRequest, type RequestRules } from './requests.js';
@@ -160,10 +161,18 @@ export class RequestHandler {
         return request.status;
       case 'read':
         this.stats.read++;
-        return settled(backend.read(request.offset, request.buffers));
+        return settled(
+          backend.readGuest
+            ? backend.readGuest(request.offset, request.memory, request.ranges)
+            : backend.read(request.offset, viewsOf(request.memory, request.ranges)),
+        );
       case 'write':
         this.stats.write++;
-        return this.#stable(backend.write(request.offset, request.buffers));
+        return this.#stable(
+          backend.writeGuest
+            ? backend.writeGuest(request.offset, request.memory, request.ranges)
+            : backend.write(request.offset, viewsOf(request.memory, request.ranges)),
+        );
       case 'flush':
         this.stats.flush++;
         // Nothing can be unstable on a read-only disk.

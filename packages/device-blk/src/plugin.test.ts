@@ -47,6 +47,26 @@ describe('blkPlugin', () => {
     await device.close();
   });
 
+  it('picks the I/O engine with aio=, threads by default', async () => {
+    const path = join(dir, 'aio.img');
+    writeFileSync(path, new Uint8Array(1 << 20));
+    const plain = (await registry().create('blk', { path })) as BlockDevice;
+    expect((plain.backend as FileBackend).aio).toBe('threads');
+    await plain.close();
+    const { type, options } = parseDeviceArgument(`blk,path=${path},aio=sync`);
+    const device = (await registry().create(type, options)) as BlockDevice;
+    expect((device.backend as FileBackend).aio).toBe('sync');
+    const driver = await TestDriver.create(device);
+    const data = new Uint8Array(512).fill(0x5a);
+    expect((await blkRequest(driver, 0, [header(T.OUT, 1), data], [1])).status).toBe(0);
+    await device.close();
+    expect(readFileSync(path)[512]).toBe(0x5a);
+    await expect(registry().create('blk', { path, aio: 'uring' })).rejects.toThrow(/aio/);
+    await expect(
+      registry().create('blk', { backend: 'memory', size: '1M', aio: 'sync' }),
+    ).rejects.toThrow(/aio is for the file backend/);
+  });
+
   it('creates an in-memory disk with a size suffix and block sizes', async () => {
     const device = (await registry().create('blk', {
       backend: 'memory',

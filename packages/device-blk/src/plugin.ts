@@ -47,6 +47,13 @@ export const blkOptions = defineOptions({
     default: false,
     description: 'open the image with O_DIRECT, bypassing the host page cache',
   },
+  aio: {
+    type: 'enum',
+    values: ['threads', 'sync'],
+    default: 'threads',
+    description:
+      "how file I/O runs: threads (Node's thread pool, many requests at once) or sync (on the device's thread: least CPU per request, best for images in memory or the page cache)",
+  },
   discard: {
     type: 'boolean',
     default: true,
@@ -108,6 +115,7 @@ function checkBlkOptions(options: BlkOptions): string | undefined {
     if (options.size === undefined) return 'backend=memory needs size (e.g. size=64M)';
     if (options.path !== undefined) return 'path is for the file backend, not backend=memory';
     if (options.direct) return 'direct is for the file backend, not backend=memory';
+    if (options.aio !== 'threads') return 'aio is for the file backend, not backend=memory';
     let size: number;
     try {
       size = parseSize(options.size);
@@ -161,6 +169,7 @@ export const blkPlugin = defineDevicePlugin({
         path: options.path ?? '',
         readOnly: options.readonly,
         direct: options.direct,
+        aio: options.aio,
         sizeAlignment: Math.max(logical, SECTOR_SIZE),
       });
     }

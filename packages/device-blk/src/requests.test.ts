@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { viewsOf } from './backends/range.js';
 import { BlkStatus, BlkRequestType as T } from './constants.js';
 import { type ParsedRequest, parseRequest, type RequestRules } from './requests.js';
 import { ChainBuilder, concat, header, segments } from './test-support.js';
@@ -17,7 +18,7 @@ function answerOf(parsed: ParsedRequest): number | undefined {
 }
 
 describe('parseRequest', () => {
-  it('parses a read into zero-copy views of the writable buffers, status in the last byte', () => {
+  it('parses a read into the guest ranges of the writable buffers, status in the last byte', () => {
     const b = new ChainBuilder();
     const chain = b.chain([header(T.IN, 8)], [1024, 1]);
     const parsed = parseRequest(chain, rules);
@@ -28,8 +29,9 @@ describe('parseRequest', () => {
     expect(request.length).toBe(1024);
     expect(parsed.lengthOnSuccess).toBe(1025);
     expect(parsed.statusAddress).toBe(chain.writable[1]!.addr);
-    // Writing through the views writes guest memory: no copy in between.
-    request.buffers[0]!.fill(0x42);
+    expect(request.ranges).toEqual([chain.writable[0]]);
+    // Writing through views of the ranges writes guest memory: no copy in between.
+    viewsOf(request.memory, request.ranges)[0]!.fill(0x42);
     expect(b.memory.readU8(chain.writable[0]!.addr + 1023)).toBe(0x42);
   });
 
@@ -41,18 +43,24 @@ describe('parseRequest', () => {
     if (parsed.request.type !== 'read') throw new Error(`got ${parsed.request.type}`);
     expect(parsed.request.offset).toBe(1024);
     expect(parsed.request.length).toBe(512);
-    expect(parsed.request.buffers.map((v) => v.length)).toEqual([300, 212]);
+    expect(parsed.request.ranges).toEqual([
+      chain.writable[0],
+      { addr: chain.writable[1]!.addr, len: 212 },
+    ]);
     expect(parsed.statusAddress).toBe(chain.writable[1]!.addr + 212);
   });
 
   it('parses a write from the readable bytes after the header', () => {
     const b = new ChainBuilder();
     const data = new Uint8Array(1536).fill(7);
-    const parsed = parseRequest(b.chain([concat(header(T.OUT, 3), data)], [1]), rules);
+    const chain = b.chain([concat(header(T.OUT, 3), data)], [1]);
+    const parsed = parseRequest(chain, rules);
     if (parsed.request.type !== 'write') throw new Error(`got ${parsed.request.type}`);
     expect(parsed.request.offset).toBe(1536);
     expect(parsed.request.length).toBe(1536);
-    expect(parsed.request.buffers.every((v) => v.every((x) => x === 7))).toBe(true);
+    const { memory, ranges } = parsed.request;
+    expect(ranges).toEqual([{ addr: chain.readable[0]!.addr + 16, len: 1536 }]);
+    expect(viewsOf(memory, ranges).every((v) => v.every((x) => x === 7))).toBe(true);
     expect(parsed.lengthOnSuccess).toBe(1);
   });
 

@@ -9,7 +9,7 @@
  * immediate answer (the spec's status) plus a violation for the device to count.
  */
 
-import type { DescriptorChain } from '@virtkit/core';
+import type { DescriptorChain, GuestMemory, Segment } from '@virtkit/core';
 import {
   type BlkStatus,
   type BlkViolationCode,
@@ -61,15 +61,19 @@ export type BlockRequest =
       readonly type: 'read';
       readonly offset: number;
       readonly length: number;
-      /** Zero-copy views of guest memory to read into. */
-      readonly buffers: Uint8Array[];
+      /** The guest memory `ranges` lie in. */
+      readonly memory: GuestMemory;
+      /** Guest ranges to read into, in order (checked against guest memory at pop). */
+      readonly ranges: readonly Segment[];
     }
   | {
       readonly type: 'write';
       readonly offset: number;
       readonly length: number;
-      /** Zero-copy views of guest memory to write from. */
-      readonly buffers: Uint8Array[];
+      /** The guest memory `ranges` lie in. */
+      readonly memory: GuestMemory;
+      /** Guest ranges to write from, in order (checked against guest memory at pop). */
+      readonly ranges: readonly Segment[];
     }
   | { readonly type: 'flush' }
   | {
@@ -110,7 +114,7 @@ const SECTORS_PER_SAFE_INTEGER = BigInt(Math.floor(Number.MAX_SAFE_INTEGER / SEC
  * @example
  * ```ts
  * const { request, statusAddress } = parseRequest(chain, rules);
- * if (request.type === 'read') await backend.read(request.offset, request.buffers);
+ * if (request.type === 'read') await backend.readGuest(request.offset, request.memory, request.ranges);
  * ```
  */
 export function parseRequest(chain: DescriptorChain, rules: RequestRules): ParsedRequest {
@@ -149,13 +153,13 @@ export function parseRequest(chain: DescriptorChain, rules: RequestRules): Parse
     case Type.IN: {
       const problem = checkRange(sector, writableData, rules, 'read');
       if (problem) return answer(Status.IOERR, problem);
-      const buffers = chain.writer().views(writableData);
       return {
         request: {
           type: 'read',
           offset: Number(sector) * SECTOR_SIZE,
           length: writableData,
-          buffers,
+          memory: chain.memory,
+          ranges: chain.writer().ranges(writableData),
         },
         statusAddress,
         lengthOnSuccess: writableData + 1,
@@ -170,13 +174,13 @@ export function parseRequest(chain: DescriptorChain, rules: RequestRules): Parse
       }
       const problem = checkRange(sector, readableData, rules, 'write');
       if (problem) return answer(Status.IOERR, problem);
-      const buffers = reader.views(readableData);
       return {
         request: {
           type: 'write',
           offset: Number(sector) * SECTOR_SIZE,
           length: readableData,
-          buffers,
+          memory: chain.memory,
+          ranges: reader.ranges(readableData),
         },
         statusAddress,
         lengthOnSuccess: 1,

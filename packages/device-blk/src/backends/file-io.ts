@@ -52,6 +52,34 @@ export interface FileIo {
   alignedBuffer?(length: number, alignment: number): Uint8Array;
   /** Logical sector size of a block device (the `O_DIRECT` alignment it needs). */
   logicalBlockSize?(fd: number): number;
+  /**
+   * Vectored I/O on host addresses, run on the calling thread (`aio=sync`). Absent where
+   * `@virtkit/linux` cannot load.
+   */
+  hostIo?: HostVectorIo;
+}
+
+/** A reusable `struct iovec[]` of raw host addresses (`@virtkit/linux`'s `IovecList`). */
+export interface HostIovec {
+  readonly count: number;
+  readonly capacity: number;
+  clear(): this;
+  pushAddress(address: number, length: number): this;
+}
+
+/**
+ * Synchronous vectored I/O on host addresses: what `aio=sync` needs. Guest memory is addressed
+ * as a region's host base plus an offset, so no view is made per descriptor.
+ */
+export interface HostVectorIo {
+  /** Host address of a view's first byte (a guest region's base address). */
+  addressOf(view: Uint8Array): number;
+  /** A new, empty list (up to 1024 entries). */
+  iovec(): HostIovec;
+  /** `preadv(2)` on this thread: the byte count. */
+  preadv(fd: number, iov: HostIovec, position: number): number;
+  /** `pwritev(2)` on this thread: the byte count. */
+  pwritev(fd: number, iov: HostIovec, position: number): number;
 }
 
 /** `open(2)` flags, from Node (which takes them from the host's headers). */
@@ -158,6 +186,14 @@ export async function nodeFileIo(): Promise<FileIo> {
     io.addressOf = (view) => linux.addressOf(view);
     io.alignedBuffer = (length, alignment) => linux.alignedBuffer(length, alignment);
     io.logicalBlockSize = (fd) => linux.logicalBlockSize(fd);
+    io.hostIo = {
+      addressOf: (view) => linux.addressOf(view),
+      iovec: () => new linux.IovecList(),
+      preadv: (fd, iov, position) =>
+        linux.preadv(fd, iov as InstanceType<Linux['IovecList']>, position),
+      pwritev: (fd, iov, position) =>
+        linux.pwritev(fd, iov as InstanceType<Linux['IovecList']>, position),
+    };
   }
   return io;
 }

@@ -1,13 +1,14 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GuestMemory } from '@virtkit/core';
 import { TestDriver } from '@virtkit/core/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BlkStatus, BlkRequestType as T } from '../constants.js';
 import { BlockDevice } from '../device.js';
 import { blkRequest, header, segments } from '../test-support.js';
 import { type FileBackend, openFileBackend } from './file.js';
-import { Fallocate, type FileIo, nodeFileIo } from './file-io.js';
+import { Fallocate, type FileIo, type HostIovec, nodeFileIo } from './file-io.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'virtkit-blk-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -398,3 +399,184 @@ describe('BlockDevice over a file', () => {
     expect(readFileSync(path).every((b) => b === 4)).toBe(true);
   });
 });
+
+describe('FileBackend aio=sync', () => {
+  /** Guest RAM whose ranges the tests hand the backend directly. */
+  function guest(size = 1 << 20) {
+    return GuestMemory.fromBuffer(new ArrayBuffer(size));
+  }
+
+  it('moves bytes both ways on the calling thread, with no promise in between', async () => {
+    const path = image(1 << 20, 3);
+    const backend = await openFileBackend({ path, aio: 'sync' });
+    expect(backend.aio).toBe('sync');
+    const memory = guest();
+    memory.fill(0x100, 512, 0x61);
+    memory.fill(0x1000, 1024, 0x62);
+    const ranges = [
+      { addr: 0x100, len: 512 },
+      { addr: 0x1000, len: 1024 },
+    ];
+    // Synchronous: the bytes are in the file when the call returns.
+    expect(backend.writeGuest(8192, memory, ranges)).toBeUndefined();
+    const file = readFileSync(path);
+    expect(file.subarray(8192, 8192 + 512).every((b) => b === 0x61)).toBe(true);
+    expect(file.subarray(8192 + 512, 8192 + 1536).every((b) => b === 0x62)).toBe(true);
+    expect(file[8192 + 1536]).toBe(3);
+    expect(backend.readGuest(8192 - 512, memory, [{ addr: 0x8000, len: 2048 }])).toBeUndefined();
+    const back = new Uint8Array(2048);
+    memory.read(0x8000, back);
+    expect(back.subarray(0, 512).every((b) => b === 3)).toBe(true);
+    expect(back.subarray(512, 1024).every((b) => b === 0x61)).toBe(true);
+    expect(back.subarray(1024).every((b) => b === 0x62)).toBe(true);
+    // The same bounds checks as the asynchronous path.
+    expect(() => backend.readGuest(1 << 20, memory, [{ addr: 0, len: 512 }])).toThrow(
+      expect.objectContaining({ code: 'BLK_BACKEND_RANGE' }),
+    );
+    await backend.close();
+  });
+
+  it('repeats short transfers, splits more than 1024 pieces, and zero-fills at end of file', async () => {
+    const real = await nodeFileIo();
+    const counts: number[] = [];
+    let endOfFile = Number.POSITIVE_INFINITY;
+    // A kernel may transfer less than asked; this one moves at most 700 bytes per call.
+    const host = real.hostIo!;
+    const io: FileIo = {
+      ...real,
+      hostIo: {
+        ...host,
+        iovec: () => new RecordingIovec(host.iovec()),
+        preadv(fd, iov, position) {
+          counts.push(iov.count);
+          if (position >= endOfFile) return 0;
+          // Only the first 700 bytes' worth of the list (and nothing past the "end" of the file).
+          const shorter = host.iovec();
+          let left = Math.min(700, endOfFile - position);
+          for (const [address, length] of (iov as RecordingIovec).entries) {
+            if (left === 0) break;
+            const take = Math.min(left, length);
+            shorter.pushAddress(address, take);
+            left -= take;
+          }
+          return host.preadv(fd, shorter, position);
+        },
+      },
+    };
+    const path = image(4 << 20);
+    writeFileSync(
+      path,
+      Uint8Array.from({ length: 4 << 20 }, (_, i) => i % 251),
+    );
+    const backend = await openFileBackend({ path, io, aio: 'sync' });
+    const memory = guest();
+    // 1500 one-byte ranges, every other byte.
+    const ranges = Array.from({ length: 1500 }, (_, i) => ({ addr: 2 * i, len: 1 }));
+    backend.readGuest(1, memory, ranges);
+    expect(ranges.map((r) => memory.readU8(r.addr))).toEqual(
+      Array.from({ length: 1500 }, (_, i) => (i + 1) % 251),
+    );
+    expect(Math.max(...counts)).toBeLessThanOrEqual(1024);
+    expect(counts.length).toBeGreaterThan(2);
+    // The file "ends" at 1024 bytes: the rest of the read is zeroes, as a hole would be.
+    endOfFile = 1024;
+    memory.fill(0x10000, 2048, 0xff);
+    backend.readGuest(0, memory, [{ addr: 0x10000, len: 2048 }]);
+    const out = new Uint8Array(2048);
+    memory.read(0x10000, out);
+    expect(out.subarray(0, 1024)).toEqual(Uint8Array.from({ length: 1024 }, (_, i) => i % 251));
+    expect(out.subarray(1024).every((b) => b === 0)).toBe(true);
+    await backend.close();
+  });
+
+  it('bounces unaligned guest buffers under O_DIRECT and passes aligned ones straight', async (context) => {
+    const path = image(1 << 20, 0x21);
+    let backend: FileBackend;
+    try {
+      backend = await openFileBackend({ path, direct: true, aio: 'sync' });
+    } catch (error) {
+      if ((error as { code?: string }).code === 'BLK_IMAGE_OPEN') {
+        context.skip(`O_DIRECT is not supported under ${dir}`);
+      }
+      throw error;
+    }
+    const io = await nodeFileIo();
+    const ram = io.alignedBuffer!(1 << 20, 4096);
+    const memory = new GuestMemory([
+      { guestAddress: 0, buffer: ram.buffer, byteOffset: ram.byteOffset, size: ram.length },
+    ]);
+    memory.fill(0x2000, 4096, 0x42);
+    backend.writeGuest(4096, memory, [{ addr: 0x2000, len: 4096 }]);
+    expect(backend.stats.bounced).toBe(0);
+    memory.fill(0x3001, 512, 0x43);
+    backend.writeGuest(0, memory, [{ addr: 0x3001, len: 512 }]);
+    expect(backend.stats.bounced).toBe(1);
+    backend.readGuest(0, memory, [
+      { addr: 0x5003, len: 100 },
+      { addr: 0x6000, len: 412 },
+    ]);
+    expect(backend.stats.bounced).toBe(2);
+    expect(memory.readU8(0x5003)).toBe(0x43);
+    expect(memory.readU8(0x6000 + 411)).toBe(0x43);
+    await backend.close();
+    const file = readFileSync(path);
+    expect(file.subarray(4096, 8192).every((b) => b === 0x42)).toBe(true);
+    expect(file.subarray(0, 512).every((b) => b === 0x43)).toBe(true);
+  });
+
+  it('serves a device over split and packed rings, across two guest regions', async () => {
+    const path = image(1 << 20, 6);
+    const device = new BlockDevice({ backend: await openFileBackend({ path, aio: 'sync' }) });
+    for (const layout of ['split', 'packed'] as const) {
+      const driver = await TestDriver.create(device, { layout, memory: { regions: 2 } });
+      const data = Uint8Array.from(
+        { length: 2048 },
+        (_, i) => (i + (layout === 'split' ? 0 : 1)) & 0xff,
+      );
+      const write = await blkRequest(
+        driver,
+        0,
+        [header(T.OUT, 4), data.subarray(0, 1024), data.subarray(1024)],
+        [1],
+      );
+      expect(write.status).toBe(BlkStatus.OK);
+      const read = await blkRequest(driver, 0, [header(T.IN, 4)], [1024, 1024, 1]);
+      expect(read.data).toEqual(data);
+      expect(readFileSync(path).subarray(2048, 4096)).toEqual(Buffer.from(data));
+      await driver.reset();
+    }
+    await device.close();
+  });
+
+  it('needs @virtkit/linux', async () => {
+    const { hostIo: _, ...io } = await nodeFileIo();
+    await expect(openFileBackend({ path: image(4096), io, aio: 'sync' })).rejects.toMatchObject({
+      code: 'BLK_OPTIONS',
+    });
+  });
+});
+
+/** An iovec list that remembers its entries, for spies. */
+class RecordingIovec implements HostIovec {
+  readonly entries: [number, number][] = [];
+  readonly inner: HostIovec;
+  constructor(inner: HostIovec) {
+    this.inner = inner;
+  }
+  get count(): number {
+    return this.inner.count;
+  }
+  get capacity(): number {
+    return this.inner.capacity;
+  }
+  clear(): this {
+    this.entries.length = 0;
+    this.inner.clear();
+    return this;
+  }
+  pushAddress(address: number, length: number): this {
+    this.entries.push([address, length]);
+    this.inner.pushAddress(address, length);
+    return this;
+  }
+}

@@ -4,6 +4,8 @@
  * anything outside `[0, capacity)`, so a device bug cannot write outside the image either.
  */
 
+import type { GuestMemory, Segment } from '@virtkit/core';
+
 /**
  * Storage behind a block device: a byte array of {@link capacity} bytes.
  *
@@ -35,6 +37,18 @@ export interface BlockBackend {
   read(offset: number, buffers: readonly Uint8Array[]): void | Promise<void>;
   /** Stores the bytes of `buffers`, in order, at `offset`. */
   write(offset: number, buffers: readonly Uint8Array[]): void | Promise<void>;
+  /**
+   * Optional form of {@link read} for backends that do vectored I/O on host addresses: the guest
+   * ranges to fill (checked against `memory` when the chain was popped) instead of one view per
+   * range. The device calls it in place of `read` when present.
+   */
+  readGuest?(offset: number, memory: GuestMemory, ranges: readonly Segment[]): void | Promise<void>;
+  /** Optional form of {@link write} over guest ranges (see {@link readGuest}). */
+  writeGuest?(
+    offset: number,
+    memory: GuestMemory,
+    ranges: readonly Segment[],
+  ): void | Promise<void>;
   /** Makes every completed write stable (survives a host crash). */
   flush(): void | Promise<void>;
   /**
