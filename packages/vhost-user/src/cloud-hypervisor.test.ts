@@ -16,6 +16,9 @@
  * - CH virtio-devices/src/vhost_user/blk.rs, net.rs: offered features and protocol features,
  *   GET_QUEUE_NUM, GET_CONFIG (flags WRITABLE = 1, CH's own struct size: 60 bytes for blk, 17 for
  *   net), SET_CONFIG for the blk `writeback` field (flags WRITABLE = 1).
+ * - CH virtio-devices/src/vhost_user/generic_vhost_user.rs (`--generic-vhost-user`, since v52.0):
+ *   DEFAULT_VIRTIO_FEATURES only, BACKEND_REQ added, SET_BACKEND_REQ_FD after the rings are
+ *   enabled, each guest config access forwarded as GET_CONFIG (flags 0) / SET_CONFIG.
  * - CH virtio-devices/src/vhost_user/mod.rs: DEFAULT_VIRTIO_FEATURES, `VhostUserCommon::activate`
  *   (a fresh inflight area per activation), reconnect on HUP.
  * - vhost vhost/src/vhost_user/frontend.rs: header flags, which requests wait for an ack
@@ -33,11 +36,17 @@ import {
   type VirtioDevice,
 } from '@virtkit/core';
 import { BlockDevice, MemoryBackend } from '@virtkit/device-blk';
-import { socketpair } from '@virtkit/linux';
+import { recvmsg, socketpair, waitReadable } from '@virtkit/linux';
 import { describe, expect, it } from 'vitest';
 import { VhostUserBackend } from './backend.js';
 import { closeQuietly } from './channel.js';
-import { ProtocolFeature, Request, VHOST_USER_F_PROTOCOL_FEATURES } from './constants.js';
+import {
+  BackendRequest,
+  HEADER_SIZE,
+  ProtocolFeature,
+  Request,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+} from './constants.js';
 import {
   configPayload,
   decodeConfig,
@@ -179,6 +188,7 @@ class CloudHypervisor {
     queues: readonly FrontendQueue[],
     guestFeatures: bigint,
     inflight: { description?: InflightDescription; fd?: number } | undefined,
+    backendRequestFd?: number,
   ): Promise<void> {
     const acked =
       (guestFeatures | (this.ackedFeatures & bit(VHOST_USER_F_PROTOCOL_FEATURES))) &
@@ -248,6 +258,10 @@ class CloudHypervisor {
       );
     }
     await this.enable(queues, true);
+    // Only the generic device (generic_vhost_user.rs) has a back-end request handler.
+    if (backendRequestFd !== undefined) {
+      expect(await this.set(Request.SET_BACKEND_REQ_FD, undefined, [backendRequestFd])).toBe(0n);
+    }
   }
 
   /** `enable_vhost_user_vrings` (also all of `pause_vhost_user` / `resume_vhost_user`). */
@@ -661,5 +675,46 @@ describe('Cloud Hypervisor --net vhost_user=on,socket=...,num_queues=4', () => {
     expect(str((await rx.wait(buffer)).written.subarray(12))).toBe('while paused');
     await tx.wait(token);
     expect(device.sent).toEqual(['sent while paused']);
+  });
+});
+
+describe('Cloud Hypervisor --generic-vhost-user socket=...,device_type=N,queue_sizes=[64,64] (v52.0+)', () => {
+  it('starts a device it knows nothing about; config reads go to the back-end; config changes come back', async () => {
+    const guest = newGuest();
+    const device = new EchoDevice({ queues: 2 });
+    const { ch, seen, backend } = attach(device, guest);
+    // GenericVhostUser::new: DEFAULT_VIRTIO_FEATURES only (no device-specific bit reaches the
+    // guest), the blk/net protocol features plus BACKEND_REQ; GET_QUEUE_NUM; no GET_CONFIG.
+    await ch.connect();
+    await ch.negotiate(
+      CH_DEFAULT_VIRTIO_FEATURES,
+      CH_PROTOCOL_FEATURES | pbit(ProtocolFeature.BACKEND_REQ),
+    );
+    expect(ch.ackedProtocol & pbit(ProtocolFeature.BACKEND_REQ)).not.toBe(0n);
+    expect(await ch.getQueueNum()).toBeGreaterThanOrEqual(2);
+    const guestFeatures = ch.ackedFeatures & ~bit(VHOST_USER_F_PROTOCOL_FEATURES);
+    expect(guestFeatures & bit(0)).toBe(0n); // the echo device's own feature bit is not offered
+    const queues = [0, 1].map((i) => guestRing(guest, i, 64, guestFeatures));
+    const [ours, theirs] = socketpair({ nonBlocking: true });
+    onCleanup(() => closeQuietly(ours));
+    seen.length = 0;
+    await ch.setup(queues, guestFeatures, {}, theirs);
+    closeQuietly(theirs);
+    expect(seen).toEqual([...startSequence(2, true), 'SET_BACKEND_REQ_FD']);
+    await until(() => backend.activeQueues.length === 2, 2000, 'activation');
+    for (const [i, queue] of queues.entries()) {
+      const answer = await queue.send([text(`generic ${i}`)], [9]);
+      expect(str(answer.written)).toBe([...`generic ${i}`].reverse().join(''));
+    }
+    // read_config: each guest read is a GET_CONFIG with flags 0 (VhostUserConfigFlags::empty());
+    // an empty ("failed") reply would make CH panic.
+    const reply = await ch.get(Request.GET_CONFIG, configPayload(4, 0, new Uint8Array(4)));
+    expect(new DataView(decodeConfig(reply).data.slice().buffer).getUint32(0, true)).toBe(2);
+    // A change on the device side reaches CH as CONFIG_CHANGE_MSG (a config interrupt).
+    device.config.setU32(12, 7);
+    await waitReadable(ours);
+    const header = new Uint8Array(HEADER_SIZE);
+    expect(recvmsg(ours, header)?.bytes).toBe(HEADER_SIZE);
+    expect(new DataView(header.buffer).getUint32(0, true)).toBe(BackendRequest.CONFIG_CHANGE_MSG);
   });
 });
