@@ -267,6 +267,72 @@ describe('reconnecting', () => {
     expect(queue.collect()).toEqual([]);
   });
 
+  for (const indirect of [false, true]) {
+    it(`resubmits, exactly once, a packed ring's requests a back-end held when it died, after out-of-order completions (indirect ${indirect})`, async () => {
+      const guest = new FrontendGuest();
+      onCleanup(() => guest.release());
+      const features = indirect ? ~0n : ~INDIRECT;
+      const first = new EchoDevice({ hold: true, dropOnReset: true });
+      const backendA = new VhostUserBackend(first);
+      const [a1, a2] = unixSocketpair({ nonBlocking: true });
+      backendA.serve(a2);
+      const frontendA = new TestFrontend(a1, guest);
+      await frontendA.handshake({ layout: 'packed', features });
+      const { description, fd: inflightFd } = await frontendA.getInflight(1, 16);
+      onCleanup(() => closeQuietly(inflightFd));
+      expect(await frontendA.setInflight(description, inflightFd)).toBe(0n);
+      const queue = await frontendA.startQueue(0, { size: 16 });
+      first.hold = false;
+      for (const word of ['warm', 'up', 'the', 'ring'])
+        expect(await echo(queue, word)).toBe(reversed(word));
+      first.hold = true;
+      const sent = ['one', 'two', 'three', 'four', 'five'];
+      const tokens = sent.map((m) => queue.post([text(m)], [m.length]));
+      queue.kick();
+      await until(() => first.held[0]!.length === 5, 2000, 'held requests');
+      // The device finishes the second and fourth (their used descriptors land on the slots of
+      // the first ones), then the back-end dies with the others in flight.
+      const held = first.held[0]!.splice(0);
+      first.held[0]!.push(held[3]!, held[1]!);
+      expect(first.completeHeld(0)).toBe(2);
+      first.held[0]!.push(held[0]!, held[2]!, held[4]!);
+      expect(queue.collect().sort()).toEqual([tokens[1], tokens[3]].sort());
+      frontendA.close();
+      await backendA.whenDisconnected();
+      await backendA.close();
+      expect(first.handled).toBe(6);
+
+      // A new back-end and device. QEMU sends the base it last knew (the start of the ring): it
+      // cannot tell where a packed ring was when a back-end crashed.
+      const secondDevice = new EchoDevice();
+      const logs: string[] = [];
+      const violations: string[] = [];
+      const backendB = new VhostUserBackend(secondDevice, { log: (line) => logs.push(line) });
+      backendB.events.on('violation', (v) => violations.push(v.code));
+      const [b1, b2] = unixSocketpair({ nonBlocking: true });
+      backendB.serve(b2);
+      const frontendB = new TestFrontend(b1, guest);
+      onCleanup(async () => {
+        frontendB.release();
+        await backendB.close();
+      });
+      await frontendB.handshake({ layout: 'packed', features });
+      expect(await frontendB.setInflight(description, inflightFd)).toBe(0n);
+      await frontendB.startQueue(0, { reuse: queue, base: 0x8000_8000 });
+      const redone = [0, 2, 4];
+      const answers = await Promise.all(redone.map((i) => queue.wait(tokens[i]!)));
+      expect(answers.map((a) => str(a.written))).toEqual(redone.map((i) => reversed(sent[i]!)));
+      expect(logs).toContain('queue 0: resubmitting 3 requests left in flight');
+      expect(secondDevice.handled).toBe(3);
+      expect(violations).toEqual([]);
+      // The ring goes on past them, lap after lap, and nothing comes back twice.
+      for (let i = 0; i < 20; i++)
+        expect(await echo(queue, `after ${i}`)).toBe(reversed(`after ${i}`));
+      expect(secondDevice.handled).toBe(23);
+      expect(queue.collect()).toEqual([]);
+    });
+  }
+
   it('serves the next front-end on the same socket after one leaves', async () => {
     const device = new EchoDevice();
     const backend = new VhostUserBackend(device);

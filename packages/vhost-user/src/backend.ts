@@ -56,7 +56,12 @@ import {
   VRING_NOFD_MASK,
 } from './constants.js';
 import { VhostUserError } from './errors.js';
-import { InflightArea, type PackedInflight, type SplitInflight } from './inflight.js';
+import {
+  InflightArea,
+  type PackedInflight,
+  type SavedChain,
+  type SplitInflight,
+} from './inflight.js';
 import { type MemoryTable, mapMemoryTable } from './memory-table.js';
 import {
   configPayload,
@@ -233,7 +238,12 @@ interface RingPlan {
   readonly position: QueuePosition | undefined;
   readonly inflight: SplitInflight | undefined;
   readonly packedRecord?: PackedInflight | undefined;
+  /** Split: heads to resubmit. */
   readonly resubmit: readonly number[];
+  /** Packed: saved chains to resubmit. */
+  readonly packedResubmit?: readonly SavedChain[];
+  /** Damage found in the inflight record (reported as violations at activation). */
+  readonly recordProblems?: readonly string[];
 }
 
 interface Active {
@@ -1194,16 +1204,35 @@ export class VhostUserBackend {
     }
     if (layout === 'packed') {
       let position = ring.base === undefined ? undefined : decodePackedBase(ring.base);
-      const packedRecord = session.inflight?.packedQueue(index, size);
-      const recovery = packedRecord?.recover();
-      if (recovery) {
-        // QEMU keeps no position of its own for packed rings: after a back-end crash it sends
-        // a stale SET_VRING_BASE. The record is always at least as recent.
-        position = recovery.position;
-        if (recovery.lost > 0) {
-          this.#log(
-            `queue ${index}: ${recovery.lost} requests were in flight when the previous back-end stopped; packed rings cannot resubmit them`,
-          );
+      const region = memory.memory.findRegion(desc, bytes.desc);
+      const packedRecord =
+        region &&
+        session.inflight?.packedQueue(
+          index,
+          size,
+          new DataView(
+            region.data.buffer,
+            region.data.byteOffset + (desc - region.guestAddress),
+            bytes.desc,
+          ),
+        );
+      let packedResubmit: readonly SavedChain[] = [];
+      let recordProblems: readonly string[] = [];
+      if (packedRecord) {
+        const recovery = packedRecord.recover(
+          position ?? { nextAvail: 0, availWrap: true, nextUsed: 0, usedWrap: true },
+        );
+        recordProblems = recovery.problems;
+        if (recovery.restored) {
+          // QEMU keeps no position of its own for packed rings: after a back-end crash it sends
+          // a stale SET_VRING_BASE. The record is always at least as recent.
+          position = recovery.position;
+          packedResubmit = recovery.resubmit;
+          if (packedResubmit.length > 0) {
+            this.#log(
+              `queue ${index}: resubmitting ${packedResubmit.length} requests left in flight`,
+            );
+          }
         }
       }
       if (position) {
@@ -1217,7 +1246,18 @@ export class VhostUserBackend {
           );
         }
       }
-      return { size, desc, avail, used, position, inflight: undefined, packedRecord, resubmit: [] };
+      return {
+        size,
+        desc,
+        avail,
+        used,
+        position,
+        inflight: undefined,
+        packedRecord,
+        resubmit: [],
+        packedResubmit,
+        recordProblems,
+      };
     }
     if (used % 4 !== 0) return fail(`used ring address ${hex(address.used)} is not 4-byte aligned`);
     const usedIdx = memory.memory.readU16(used + 2);
@@ -1256,9 +1296,19 @@ export class VhostUserBackend {
       const plan = this.#plans[index];
       const resubmission =
         plan && plan.resubmit.length > 0 ? this.#resubmission(index, plan, context) : undefined;
+      for (const problem of plan?.recordProblems ?? []) {
+        context.reportViolation({
+          code: 'INFLIGHT_RECORD_CORRUPT',
+          message: problem,
+          queue: index,
+          needsReset: false,
+        });
+      }
       return new RingQueue(queue, {
         ...(plan?.inflight ? { inflight: plan.inflight } : {}),
-        ...(plan?.packedRecord ? { packedRecord: plan.packedRecord } : {}),
+        ...(plan?.packedRecord
+          ? { packed: { record: plan.packedRecord, resubmit: plan.packedResubmit ?? [] } }
+          : {}),
         ...(resubmission ? { resubmission } : {}),
         log: (message) => this.#log(message),
       });

@@ -139,6 +139,12 @@ export const INFLIGHT_DESCRIPTION_FIELDS = 20;
 /** Inflight I/O tracking (split ring): per-queue header, then one 16-byte state per descriptor. */
 export const INFLIGHT_SPLIT_HEADER = 16;
 export const INFLIGHT_SPLIT_DESC = 16;
+/**
+ * Inflight I/O tracking (packed ring, QueueRegionPacked): a 32-byte header (the document's fields
+ * take 29 bytes; the state array is 8-aligned), then one 32-byte DescStatePacked per descriptor.
+ */
+export const INFLIGHT_PACKED_HEADER = 32;
+export const INFLIGHT_PACKED_DESC = 32;
 /** Each queue's inflight region starts on a 64-byte boundary (as libvhost-user lays it out). */
 export const INFLIGHT_ALIGNMENT = 64;
 /** Version written into an initialized inflight region. */

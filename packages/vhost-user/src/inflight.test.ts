@@ -1,7 +1,8 @@
 import { openSync } from 'node:fs';
+import type { QueuePosition } from '@virtkit/core';
 import { describe, expect, it } from 'vitest';
 import { closeQuietly } from './channel.js';
-import { InflightArea, inflightQueueBytes } from './inflight.js';
+import { InflightArea, inflightQueueBytes, PackedInflight } from './inflight.js';
 import { onCleanup } from './test-support.js';
 
 function area(queues = 1, size = 16) {
@@ -14,11 +15,12 @@ function area(queues = 1, size = 16) {
 }
 
 describe('inflight area', () => {
-  it('lays out one 64-byte aligned region per queue, as libvhost-user does', () => {
+  it('lays out one 64-byte aligned region per queue, room for either layout', () => {
     expect(inflightQueueBytes(128)).toBe(2112);
     expect(inflightQueueBytes(1)).toBe(64);
+    expect(inflightQueueBytes(128, 'packed')).toBe(4160);
     const { bytes } = area(2, 128);
-    expect(bytes).toBe(4224);
+    expect(bytes).toBe(8320);
   });
 
   it('starts blank: the first recovery initializes it and trusts the front-end', () => {
@@ -68,27 +70,17 @@ describe('inflight area', () => {
     expect(shared.queue(1, 16)).toBeUndefined();
   });
 
-  it('keeps a packed ring position, and the count of chains that were in flight', () => {
-    const { area: shared } = area(1, 16);
-    const record = shared.packedQueue(0, 16)!;
-    expect(record.recover()).toBeUndefined();
-    record.record({ nextAvail: 5, availWrap: false, nextUsed: 3, usedWrap: true }, 2);
-    expect(shared.packedQueue(0, 16)!.recover()).toEqual({
-      position: { nextAvail: 5, availWrap: false, nextUsed: 3, usedWrap: true },
-      lost: 2,
-    });
-    // A split record is not read as a packed one.
-    shared.queue(0, 16)!.recover(0);
-    expect(shared.packedQueue(0, 16)!.recover()).toBeUndefined();
-  });
-
   it('maps an area handed back, checking its geometry', () => {
     const { area: created, fd, bytes } = area(2, 64);
     created.queue(1, 64)!.recover(7);
     expect(() => InflightArea.map(-1, BigInt(bytes), 0n, 2, 64)).toThrow(/cannot stat/);
-    expect(() => InflightArea.map(fdCopy(fd), BigInt(bytes) - 1n, 0n, 2, 64)).toThrow(
-      /does not fit/,
-    );
+    const splitBytes = BigInt(2 * inflightQueueBytes(64));
+    expect(() => InflightArea.map(fdCopy(fd), splitBytes - 1n, 0n, 2, 64)).toThrow(/does not fit/);
+    // Sized for split records only (an earlier back-end's area): split rings only.
+    const splitOnly = InflightArea.map(fdCopy(fd), splitBytes, 0n, 2, 64);
+    onCleanup(() => splitOnly.unmap());
+    expect(splitOnly.queue(1, 64)).toBeDefined();
+    expect(splitOnly.packedQueue(1, 64, new DataView(new ArrayBuffer(1024)))).toBeUndefined();
     expect(() => InflightArea.map(fdCopy(fd), BigInt(bytes), 0n, 0, 64)).toThrow(/0 queues/);
     const mapped = InflightArea.map(fdCopy(fd), BigInt(bytes), 0n, 2, 64);
     onCleanup(() => mapped.unmap());
@@ -100,3 +92,204 @@ describe('inflight area', () => {
 function fdCopy(fd: number): number {
   return openSync(`/proc/self/fd/${fd}`, 'r+');
 }
+
+describe('inflight area, packed rings', () => {
+  const SIZE = 8;
+  const NEXT = 1;
+  const WRITE = 2;
+  const INDIRECT = 4;
+  const USED_FLAGS = (1 << 7) | (1 << 15); // AVAIL = USED = 1: used in the first lap
+
+  /** A record over plain memory, and a descriptor ring the test writes as a driver would. */
+  function packed(size = SIZE) {
+    const region = new DataView(new ArrayBuffer(inflightQueueBytes(size, 'packed')));
+    const ring = new DataView(new ArrayBuffer(16 * size));
+    const tracker = () => new PackedInflight(region, size, ring);
+    const start: QueuePosition = { nextAvail: 0, availWrap: true, nextUsed: 0, usedWrap: true };
+    /** Writes a descriptor (available in the first lap) at `slot`. */
+    const put = (slot: number, addr: number, len: number, id: number, flags: number) => {
+      ring.setBigUint64(16 * slot, BigInt(addr), true);
+      ring.setUint32(16 * slot + 8, len, true);
+      ring.setUint16(16 * slot + 12, id, true);
+      ring.setUint16(16 * slot + 14, flags | (1 << 7), true);
+    };
+    return { region, ring, tracker, start, put, size };
+  }
+
+  /** Three chains in slots 0-1 (id 5), 2 (id 2), 3 (id 7), all taken. */
+  function threeTaken() {
+    const p = packed();
+    p.put(0, 0x1000, 16, 0xbeef, NEXT);
+    p.put(1, 0x2000, 32, 5, WRITE);
+    p.put(2, 0x3000, 48, 2, INDIRECT);
+    p.put(3, 0x4000, 8, 7, 0);
+    const first = p.tracker();
+    expect(first.recover(p.start).restored).toBe(false);
+    const a = first.popped(0, 2);
+    const b = first.popped(2, 1);
+    const c = first.popped(3, 1);
+    return { ...p, first, a, b, c };
+  }
+
+  it('starts blank: the first recovery initializes it at the front-end position', () => {
+    const p = packed();
+    const at = { nextAvail: 3, availWrap: false, nextUsed: 3, usedWrap: false };
+    expect(p.tracker().recover(at)).toEqual({
+      restored: false,
+      position: at,
+      resubmit: [],
+      problems: [],
+    });
+    expect(p.tracker().recover(p.start)).toEqual({
+      restored: true,
+      position: at,
+      resubmit: [],
+      problems: [],
+    });
+  });
+
+  it('gives back copies of the chains taken and not returned, oldest first, after out-of-order completions', () => {
+    const { first, a, b, c, tracker, ring } = threeTaken();
+    expect(first.inflightEntries()).toEqual([a, b, c]);
+    // The device returns the middle chain: its used descriptor lands on slot 0, over chain a.
+    first.added(b);
+    first.publishing(1, true);
+    ring.setUint16(14, USED_FLAGS, true);
+    first.published();
+    expect(first.inflightEntries()).toEqual([a, c]);
+    // The back-end dies; the next one reads the record (the front-end's base is stale).
+    const next = tracker().recover({ nextAvail: 0, availWrap: true, nextUsed: 0, usedWrap: true });
+    expect(next.restored).toBe(true);
+    expect(next.position).toEqual({ nextUsed: 1, usedWrap: true, nextAvail: 4, availWrap: true });
+    expect(next.problems).toEqual([]);
+    expect(next.resubmit.map((chain) => chain.descriptors)).toEqual([
+      [
+        { addr: 0x1000n, len: 16, id: 0xbeef, flags: NEXT | 0x80 },
+        { addr: 0x2000n, len: 32, id: 5, flags: WRITE | 0x80 },
+      ],
+      [{ addr: 0x4000n, len: 8, id: 7, flags: 0x80 }],
+    ]);
+  });
+
+  it('keeps a batch that was not yet visible when the back-end stopped, and drops one that was', () => {
+    for (const visible of [false, true]) {
+      const { first, b, tracker, ring } = threeTaken();
+      first.added(b);
+      first.publishing(1, true);
+      if (visible) ring.setUint16(14, USED_FLAGS, true);
+      // Stopped here: published() never ran.
+      const next = tracker().recover(threeTaken().start);
+      expect(next.resubmit.map((chain) => chain.descriptors.at(-1)?.id)).toEqual(
+        visible ? [5, 7] : [5, 2, 7],
+      );
+      expect(next.position).toMatchObject({ nextUsed: visible ? 1 : 0, nextAvail: 4 });
+    }
+  });
+
+  it('forgets a chain whose recording was cut short', () => {
+    const { first, region, tracker } = threeTaken();
+    const committed = region.getUint16(14, true); // old_free_head
+    const p = first.popped(4, 1);
+    expect(first.inflightEntries()).toContain(p);
+    region.setUint16(14, committed, true); // as if the commit store never happened
+    const next = tracker().recover(threeTaken().start);
+    expect(next.resubmit.map((chain) => chain.descriptors.at(-1)?.id)).toEqual([5, 2, 7]);
+    expect(next.position.nextAvail).toBe(4);
+  });
+
+  it('keeps working over many laps, wrap counters included', () => {
+    const p = packed(4);
+    let tracker = p.tracker();
+    tracker.recover(p.start);
+    let slot = 0;
+    let wrap = true;
+    for (let round = 0; round < 9; round++) {
+      // Take two single-slot chains, return the second, restart the back-end.
+      const avail = wrap ? 1 << 7 : 1 << 15;
+      p.ring.setUint16(16 * slot + 14, avail, true);
+      p.ring.setUint16(16 * slot + 12, round % 4, true);
+      const kept = tracker.popped(slot, 1);
+      const other = (slot + 1) % 4;
+      p.ring.setUint16(16 * other + 12, (round + 1) % 4, true);
+      const done = tracker.popped(other, 1);
+      tracker.added(done);
+      const used = (slot + 1) % 4;
+      const usedWrap = used === 0 ? !wrap : wrap;
+      tracker.publishing(used, usedWrap);
+      tracker.published();
+      tracker.added(kept);
+      // The kept one completes too, in a second batch.
+      const after = (used + 1) % 4;
+      tracker.publishing(after, after === 0 ? !usedWrap : usedWrap);
+      tracker.published();
+      tracker = p.tracker();
+      const recovered = tracker.recover(p.start);
+      slot = (slot + 2) % 4;
+      if (slot === 0 || slot === 1) wrap = slot === 0 ? !wrap : wrap;
+      expect(recovered.resubmit).toEqual([]);
+      expect(recovered.position.nextUsed).toBe(after);
+      expect(recovered.position.nextAvail).toBe(after);
+    }
+  });
+
+  it('counts slots in flight at the front-end position of a fresh record as untracked', () => {
+    const p = packed();
+    p.tracker().recover({ nextAvail: 5, availWrap: true, nextUsed: 2, usedWrap: true });
+    expect(p.tracker().recover(p.start).position).toEqual({
+      nextAvail: 5,
+      availWrap: true,
+      nextUsed: 2,
+      usedWrap: true,
+    });
+  });
+
+  it('survives a damaged record: no exception, damage reported, sound chains kept', () => {
+    const corruptions: [string, (region: DataView, entries: number[]) => void][] = [
+      ['num 0', (r, [a]) => r.setUint16(32 + 32 * a! + 6, 0, true)],
+      ['num huge', (r, [a]) => r.setUint16(32 + 32 * a! + 6, 0xffff, true)],
+      ['link out of range', (r, [a]) => r.setUint16(32 + 32 * a! + 2, 999, true)],
+      ['link into another chain', (r, [a, , c]) => r.setUint16(32 + 32 * a! + 2, c!, true)],
+      ['wrong last', (r, [a]) => r.setUint16(32 + 32 * a! + 4, 7, true)],
+    ];
+    for (const [what, corrupt] of corruptions) {
+      const { a, b, c, region, tracker } = threeTaken();
+      corrupt(region, [a, b, c]);
+      let recovery: ReturnType<PackedInflight['recover']> | undefined;
+      expect(() => {
+        recovery = tracker().recover(threeTaken().start);
+      }, what).not.toThrow();
+      expect(recovery!.problems.length, what).toBeGreaterThan(0);
+      expect(recovery!.resubmit.length, what).toBeGreaterThanOrEqual(1);
+      // The rewritten record is consistent: read again, it reports nothing more.
+      const again = tracker().recover(threeTaken().start);
+      expect(again.problems, what).toEqual([]);
+      expect(again.resubmit, what).toEqual(recovery!.resubmit);
+      expect(again.position, what).toEqual(recovery!.position);
+    }
+    // Garbage everywhere (random bytes, valid header): never throws.
+    for (let seed = 1; seed < 200; seed++) {
+      const p = packed();
+      p.tracker().recover(p.start);
+      let x = seed;
+      const bytes = new Uint8Array(p.region.buffer);
+      for (let i = 12; i < bytes.length; i++) {
+        x = (x * 1103515245 + 12345) >>> 0;
+        bytes[i] = x >>> 24;
+      }
+      const recovery = p.tracker().recover(p.start);
+      const slots = recovery.resubmit.reduce((n, chain) => n + chain.descriptors.length, 0);
+      expect(slots).toBeLessThanOrEqual(p.size);
+      expect(recovery.position.nextAvail).toBeLessThan(p.size);
+    }
+  });
+
+  it('keeps split and packed records apart', () => {
+    const { area: shared } = area(1, 16);
+    const ring = new DataView(new ArrayBuffer(16 * 16));
+    const start: QueuePosition = { nextAvail: 0, availWrap: true, nextUsed: 0, usedWrap: true };
+    shared.packedQueue(0, 16, ring)!.recover(start);
+    expect(shared.queue(0, 16)!.recover(0).restored).toBe(false);
+    expect(shared.packedQueue(0, 16, ring)!.recover(start).restored).toBe(false);
+    expect(shared.packedQueue(0, 16, ring)!.recover(start).restored).toBe(true);
+  });
+});

@@ -5,14 +5,15 @@
  * and has not returned, so that after it crashes or restarts the next one resubmits exactly those:
  * no request is lost, none is completed twice.
  *
- * The split-ring layout is the one the document describes and libvhost-user uses (one region per
- * queue, 64-byte aligned: a 16-byte header, then a 16-byte state per descriptor). For packed rings
- * only the ring positions are kept (a Virtkit layout in the same region; the area's contents are
- * private to back-ends): a restarted back-end resumes where the last one stopped, but chains in
- * flight at a crash are not resubmitted (see the README's limits).
+ * Both layouts are the ones the document describes, one region per queue, 64-byte aligned. Split
+ * rings (as libvhost-user): a 16-byte header, then a 16-byte state per descriptor. Packed rings: a
+ * 32-byte header, then a 32-byte state per descriptor that holds a copy of a descriptor taken from
+ * the ring: on a packed ring the device writes used descriptors over the slots of chains still in
+ * flight, so only the copies can give them back. A region is sized for the larger layout, since the
+ * front-end asks for the area before it may have set the features.
  */
 
-import type { QueuePosition } from '@virtkit/core';
+import type { QueuePosition, RingLayout } from '@virtkit/core';
 import {
   fstat,
   ftruncate,
@@ -25,14 +26,16 @@ import {
 import { closeQuietly } from './channel.js';
 import {
   INFLIGHT_ALIGNMENT,
+  INFLIGHT_PACKED_DESC,
+  INFLIGHT_PACKED_HEADER,
   INFLIGHT_SPLIT_DESC,
   INFLIGHT_SPLIT_HEADER,
   INFLIGHT_VERSION,
 } from './constants.js';
 import { VhostUserError } from './errors.js';
 
-/** Largest inflight area accepted from a front-end (32768 descriptors × 16 bytes × 64 queues). */
-const MAX_AREA_BYTES = 64 << 20;
+/** Largest inflight area accepted from a front-end (32768 descriptors × 32 bytes × 64 queues). */
+const MAX_AREA_BYTES = 128 << 20;
 
 // Header fields of a split queue region.
 const H_VERSION = 8;
@@ -46,14 +49,18 @@ const D_COUNTER = 8;
 
 const TWO_32 = 0x1_0000_0000;
 
-/** Bytes of one queue's region for `queueSize` descriptors (split layout, 64-byte aligned). */
-export function inflightQueueBytes(queueSize: number): number {
-  const raw = INFLIGHT_SPLIT_HEADER + INFLIGHT_SPLIT_DESC * queueSize;
+/** Bytes one queue's record of `queueSize` descriptors takes in `layout` (64-byte aligned). */
+export function inflightQueueBytes(queueSize: number, layout: RingLayout = 'split'): number {
+  const raw =
+    layout === 'split'
+      ? INFLIGHT_SPLIT_HEADER + INFLIGHT_SPLIT_DESC * queueSize
+      : INFLIGHT_PACKED_HEADER + INFLIGHT_PACKED_DESC * queueSize;
   return Math.ceil(raw / INFLIGHT_ALIGNMENT) * INFLIGHT_ALIGNMENT;
 }
 
 /**
- * A mapped inflight area: `numQueues` regions of {@link inflightQueueBytes}(`queueSize`) bytes.
+ * A mapped inflight area: `numQueues` regions of {@link inflightQueueBytes}(`queueSize`,
+ * `'packed'`) bytes, room for either layout.
  *
  * @example
  * ```ts
@@ -66,22 +73,26 @@ export class InflightArea {
   readonly queueSize: number;
   readonly #mapping: MemoryMapping;
   readonly #offset: number;
+  /** Bytes per queue region. */
+  readonly #stride: number;
 
   private constructor(
     mapping: MemoryMapping,
     offset: number,
     numQueues: number,
     queueSize: number,
+    stride: number,
   ) {
     this.#mapping = mapping;
     this.#offset = offset;
     this.numQueues = numQueues;
     this.queueSize = queueSize;
+    this.#stride = stride;
   }
 
   /** Bytes an area for `numQueues` queues of `queueSize` descriptors takes. */
   static bytes(numQueues: number, queueSize: number): number {
-    return numQueues * inflightQueueBytes(queueSize);
+    return numQueues * inflightQueueBytes(queueSize, 'packed');
   }
 
   /**
@@ -98,7 +109,11 @@ export class InflightArea {
     try {
       ftruncate(fd, size);
       const mapping = mmap({ fd, length: size, flags: MAP_SHARED });
-      return { area: new InflightArea(mapping, 0, numQueues, queueSize), fd, size };
+      return {
+        area: new InflightArea(mapping, 0, numQueues, queueSize, size / numQueues),
+        fd,
+        size,
+      };
     } catch (error) {
       closeQuietly(fd);
       throw error;
@@ -107,7 +122,8 @@ export class InflightArea {
 
   /**
    * Maps an area a front-end handed back (SET_INFLIGHT_FD). The descriptor is closed. Throws a
-   * {@link VhostUserError} when the geometry does not fit the mapping or the file is too short.
+   * {@link VhostUserError} when the geometry does not fit the mapping or the file is too short. An
+   * area sized for split records only (an earlier Virtkit's) keeps working for split rings.
    */
   static map(
     fd: number,
@@ -118,7 +134,12 @@ export class InflightArea {
   ): InflightArea {
     try {
       checkGeometry(numQueues, queueSize);
-      const needed = InflightArea.bytes(numQueues, queueSize);
+      const packedStride = inflightQueueBytes(queueSize, 'packed');
+      const stride =
+        mmapSize >= BigInt(numQueues * packedStride)
+          ? packedStride
+          : inflightQueueBytes(queueSize, 'split');
+      const needed = numQueues * stride;
       if (mmapSize < BigInt(needed) || mmapSize > BigInt(MAX_AREA_BYTES)) {
         throw new VhostUserError(
           'VHOST_USER_PROTOCOL',
@@ -156,7 +177,7 @@ export class InflightArea {
           cause: error,
         });
       }
-      return new InflightArea(mapping, offset, numQueues, queueSize);
+      return new InflightArea(mapping, offset, numQueues, queueSize, stride);
     } finally {
       closeQuietly(fd);
     }
@@ -167,20 +188,24 @@ export class InflightArea {
    * the area has no region for it (fewer queues, or smaller queues, than the ring needs).
    */
   queue(index: number, ringSize: number): SplitInflight | undefined {
-    const data = this.#region(index, ringSize);
+    const data = this.#region(index, ringSize, 'split');
     return data && new SplitInflight(data, ringSize);
   }
 
-  /** The position record of queue `index` for a packed ring of `ringSize` descriptors. */
-  packedQueue(index: number, ringSize: number): PackedInflight | undefined {
-    const data = this.#region(index, ringSize);
-    return data && new PackedInflight(data, ringSize);
+  /**
+   * The tracker of queue `index` for a packed ring of `ringSize` descriptors whose descriptor
+   * ring is `ring` (16 × `ringSize` bytes of guest memory), or `undefined` when the area has no
+   * region for it.
+   */
+  packedQueue(index: number, ringSize: number, ring: DataView): PackedInflight | undefined {
+    const data = this.#region(index, ringSize, 'packed');
+    return data && new PackedInflight(data, ringSize, ring);
   }
 
-  #region(index: number, ringSize: number): DataView | undefined {
+  #region(index: number, ringSize: number, layout: RingLayout): DataView | undefined {
     if (index >= this.numQueues || ringSize > this.queueSize) return undefined;
-    const bytes = inflightQueueBytes(this.queueSize);
-    return new DataView(this.#mapping.buffer, this.#offset + index * bytes, bytes);
+    if (inflightQueueBytes(ringSize, layout) > this.#stride) return undefined;
+    return new DataView(this.#mapping.buffer, this.#offset + index * this.#stride, this.#stride);
   }
 
   /** Unmaps the area. Trackers from {@link queue} must not be used afterwards. */
@@ -246,6 +271,7 @@ export class SplitInflight {
     const data = this.#data;
     const size = this.ringSize;
     if (
+      (data.getUint32(P_FEATURES, true) & P_FEATURE_PACKED) !== 0 ||
       data.getUint16(H_VERSION, true) !== INFLIGHT_VERSION ||
       data.getUint16(H_DESC_NUM, true) !== size
     ) {
@@ -324,78 +350,383 @@ export class SplitInflight {
   }
 }
 
-// Packed position record (Virtkit layout): version and desc_num where the split header has them.
-const P_AVAIL = 12;
-const P_USED = 14;
-const P_IN_FLIGHT = 16;
-/** Marks a packed record, so a split record is never read as one (and back). */
-const PACKED_MARK = 0x8000;
+// QueueRegionPacked header. `features` (u64 at 0) is 0 in the document; Virtkit sets bit 0 so a
+// split record is never read as a packed one (and back).
+const P_FEATURES = 0;
+const P_FEATURE_PACKED = 1;
+const P_FREE_HEAD = 12;
+const P_OLD_FREE_HEAD = 14;
+const P_USED_IDX = 16;
+const P_OLD_USED_IDX = 18;
+const P_USED_WRAP = 20;
+const P_OLD_USED_WRAP = 21;
+/**
+ * In the header's padding (Virtkit): ring slots that were in flight, untracked, when the record
+ * was started (a position handed over with chains nobody recorded). They stay taken.
+ */
+const P_UNTRACKED = 22;
+// Fields of one DescStatePacked.
+const E_INFLIGHT = 0;
+const E_NEXT = 2;
+const E_LAST = 4;
+const E_NUM = 6;
+const E_COUNTER = 8;
+const E_ID = 16;
+const E_FLAGS = 18;
+const E_LEN = 20;
+const E_ADDR = 24;
+/** Ends the free list (no entry has this index: queues have at most 32768 descriptors). */
+const END = 0xffff;
+
+/** One ring descriptor as it was taken (addr, len, id, flags of §2.8.13). */
+export interface SavedDescriptor {
+  readonly addr: bigint;
+  readonly len: number;
+  readonly id: number;
+  readonly flags: number;
+}
+
+/** A chain the previous back-end took from a packed ring and did not return. */
+export interface SavedChain {
+  /** Its head entry in the record (what {@link PackedInflight.added} is told). */
+  readonly entry: number;
+  /** Copies of its ring descriptors, in ring order (untrusted: validate before use). */
+  readonly descriptors: readonly SavedDescriptor[];
+}
 
 /** What {@link PackedInflight.recover} found. */
 export interface PackedRecovery {
-  /** Where the last back-end was: next available slot and used slot, with wrap counters. */
+  /** False when the record was blank or unusable: it was started afresh at the given position. */
+  readonly restored: boolean;
+  /**
+   * Where the ring is: the used slot the driver was last shown, and the available slot after
+   * every chain taken (those to resubmit, and any untracked).
+   */
   readonly position: QueuePosition;
-  /** Chains it had taken and not returned (they cannot be resubmitted on a packed ring). */
-  readonly lost: number;
+  /** Chains to resubmit, oldest first. */
+  readonly resubmit: readonly SavedChain[];
+  /** Parts of the record that could not be used (corrupt), each a sentence. */
+  readonly problems: readonly string[];
 }
 
 /**
- * The position record of one packed ring: where the device is in the ring after each change, so
- * a back-end restarted after a crash resumes there. (The front-end cannot tell it: QEMU keeps no
- * position of its own for packed rings.)
+ * The inflight record of one packed ring (vhost-user.rst QueueRegionPacked): a copy of every
+ * descriptor of every chain the device has taken and not returned, in `DescStatePacked` entries
+ * linked into chains and a free list, plus the used position the driver was last shown.
+ *
+ * Each change has one commit point, so a crash at any instant leaves a record {@link recover} can
+ * make consistent: a chain is recorded by moving `old_free_head` past its entries; a batch of used
+ * descriptors is recorded as pending (`free_head`, `used_idx`) before it is made visible and
+ * committed (the `old_` fields) after, and recovery tells which happened from the ring itself.
+ * The available position is not stored: it is the used position plus the slots of the chains in
+ * flight. Only {@link recover} reads the shared record (as untrusted data); the rest of the time the
+ * tracker works from its own copy of the links.
  */
 export class PackedInflight {
   readonly ringSize: number;
   readonly #data: DataView;
+  readonly #ring: DataView;
+  /** The record's links, kept here so a scribbled record cannot derail the device. */
+  readonly #next: Uint16Array;
+  readonly #last: Uint16Array;
+  /** Descriptors (ring slots) of the chain at each head entry. */
+  readonly #num: Uint16Array;
+  #freeHead = END;
+  #freeCount = 0;
+  #counter = 0;
+  /** Head entries of the chains returned since the last publication. */
+  readonly #batch: number[] = [];
 
-  constructor(data: DataView, ringSize: number) {
+  /**
+   * `data` is the queue's region of the area; `ring` the descriptor ring in guest memory (read to
+   * copy descriptors and, on recovery, to see whether the last batch reached the driver).
+   */
+  constructor(data: DataView, ringSize: number, ring: DataView) {
     this.#data = data;
     this.ringSize = ringSize;
+    this.#ring = ring;
+    this.#next = new Uint16Array(ringSize);
+    this.#last = new Uint16Array(ringSize);
+    this.#num = new Uint16Array(ringSize);
+  }
+
+  #entry(index: number): number {
+    return INFLIGHT_PACKED_HEADER + index * INFLIGHT_PACKED_DESC;
   }
 
   /**
-   * The recorded position, or `undefined` for a blank record (first use: it is initialized, and
-   * the front-end's SET_VRING_BASE is right).
+   * Reads the record: finishes or rolls back a batch the previous back-end was publishing, and
+   * lists the chains still in flight. A blank record, one for a ring of another size or layout,
+   * or one too damaged to trust is started afresh at `start` (the front-end's SET_VRING_BASE).
    */
-  recover(): PackedRecovery | undefined {
+  recover(start: QueuePosition): PackedRecovery {
     const data = this.#data;
     const size = this.ringSize;
     if (
-      data.getUint16(H_VERSION, true) !== (INFLIGHT_VERSION | PACKED_MARK) ||
+      (data.getUint32(P_FEATURES, true) & P_FEATURE_PACKED) === 0 ||
+      data.getUint16(H_VERSION, true) !== INFLIGHT_VERSION ||
       data.getUint16(H_DESC_NUM, true) !== size
     ) {
-      new Uint8Array(data.buffer, data.byteOffset, Math.min(data.byteLength, 64)).fill(0);
-      data.setUint16(H_DESC_NUM, size, true);
-      data.setUint16(P_AVAIL, 0x8000, true);
-      data.setUint16(P_USED, 0x8000, true);
-      data.setUint16(H_VERSION, INFLIGHT_VERSION | PACKED_MARK, true);
-      return undefined;
+      return this.#fresh(start, []);
     }
-    const avail = data.getUint16(P_AVAIL, true);
-    const used = data.getUint16(P_USED, true);
-    const position = {
-      nextAvail: avail & 0x7fff,
-      availWrap: (avail & 0x8000) !== 0,
-      nextUsed: used & 0x7fff,
-      usedWrap: (used & 0x8000) !== 0,
+    const problems: string[] = [];
+    let freeHead = data.getUint16(P_OLD_FREE_HEAD, true);
+    let used = data.getUint16(P_OLD_USED_IDX, true);
+    let usedWrap = data.getUint8(P_OLD_USED_WRAP) !== 0;
+    const untracked = data.getUint16(P_UNTRACKED, true);
+    const pendingUsed = data.getUint16(P_USED_IDX, true);
+    const pendingWrap = data.getUint8(P_USED_WRAP) !== 0;
+    if (used >= size || pendingUsed >= size || untracked > size) {
+      return this.#fresh(start, [
+        `used position ${used} (pending ${pendingUsed}) or untracked slots ${untracked} do not fit a ${size}-entry ring`,
+      ]);
+    }
+    if (pendingUsed !== used || pendingWrap !== usedWrap) {
+      // A batch was being published. If the driver can see it (the first used descriptor's flags
+      // are written: AVAIL = USED = the wrap counter), it happened; otherwise it did not.
+      const flags = this.#ring.getUint16(16 * used + 14, true);
+      const wrap = usedWrap ? 1 : 0;
+      if (((flags >>> 7) & 1) === wrap && flags >>> 15 === wrap) {
+        freeHead = data.getUint16(P_FREE_HEAD, true);
+        used = pendingUsed;
+        usedWrap = pendingWrap;
+      }
+    }
+
+    // Entries on the free list are free, whatever their inflight flag says (a chain being
+    // recorded when the back-end stopped is not recorded).
+    const free = new Uint8Array(size);
+    for (
+      let entry = freeHead, steps = 0;
+      entry < size && free[entry] === 0 && steps < size;
+      steps++
+    ) {
+      free[entry] = 1;
+      entry = data.getUint16(this.#entry(entry) + E_NEXT, true);
+    }
+    const heads: { entry: number; counter: number }[] = [];
+    for (let entry = 0; entry < size; entry++) {
+      const at = this.#entry(entry);
+      if (free[entry] === 1 || data.getUint8(at + E_INFLIGHT) !== 1) continue;
+      const counter =
+        data.getUint32(at + E_COUNTER, true) + data.getUint32(at + E_COUNTER + 4, true) * TWO_32;
+      heads.push({ entry, counter });
+    }
+    heads.sort((a, b) => a.counter - b.counter || a.entry - b.entry);
+
+    // Walk each chain; entries claimed twice, links out of range or a wrong length are damage.
+    const claimed = new Uint8Array(size);
+    const chains: { entry: number; entries: number[] }[] = [];
+    let slots = untracked;
+    for (const { entry: head } of heads) {
+      const at = this.#entry(head);
+      const num = data.getUint16(at + E_NUM, true);
+      const entries: number[] = [];
+      let entry = head;
+      let damage: string | undefined;
+      if (num < 1 || num > size) damage = `has ${num} descriptors`;
+      while (damage === undefined && entries.length < num) {
+        if (entry >= size || free[entry] === 1 || claimed[entry] === 1) {
+          damage = `links to entry ${entry}, which is free, taken or not in the record`;
+          break;
+        }
+        claimed[entry] = 1;
+        entries.push(entry);
+        if (entries.length < num) entry = data.getUint16(this.#entry(entry) + E_NEXT, true);
+      }
+      if (damage === undefined && data.getUint16(at + E_LAST, true) !== entry) {
+        damage = `ends at entry ${entry}, not at its recorded last entry`;
+      }
+      if (damage === undefined && slots + num > size) {
+        damage = `needs ${num} ring slots beyond the ${size - slots} left`;
+      }
+      if (damage !== undefined) {
+        for (const taken of entries) claimed[taken] = 0;
+        problems.push(`inflight record: the chain at entry ${head} ${damage}; it is dropped`);
+        continue;
+      }
+      slots += num;
+      chains.push({ entry: head, entries });
+    }
+
+    // The record is rewritten clean: the chains kept, every other entry on a new free list.
+    const resubmit: SavedChain[] = [];
+    for (const { entry: head, entries } of chains) {
+      resubmit.push({ entry: head, descriptors: entries.map((entry) => this.#saved(entry)) });
+      for (let i = 0; i < entries.length - 1; i++) this.#next[entries[i]!] = entries[i + 1]!;
+      this.#last[head] = entries[entries.length - 1]!;
+      this.#num[head] = entries.length;
+    }
+    const last = heads.length > 0 ? heads[heads.length - 1]!.counter : -1;
+    this.#counter = Number.isSafeInteger(last + 1) ? last + 1 : 0;
+    this.#rebuildFreeList(claimed);
+    this.#writeUsed(used, usedWrap);
+
+    let nextAvail = used + slots;
+    let availWrap = usedWrap;
+    if (nextAvail >= size) {
+      nextAvail -= size;
+      availWrap = !availWrap;
+    }
+    return {
+      restored: true,
+      position: { nextAvail, availWrap, nextUsed: used, usedWrap },
+      resubmit,
+      problems,
     };
-    if (position.nextAvail >= size || position.nextUsed >= size) return undefined;
-    return { position, lost: data.getUint16(P_IN_FLIGHT, true) };
   }
 
-  /** Records the device's position and how many chains it holds. */
-  record(position: QueuePosition, inFlight: number): void {
+  /** Starts the record afresh at `start`; chains in flight there are counted as untracked. */
+  #fresh(start: QueuePosition, problems: string[]): PackedRecovery {
     const data = this.#data;
-    data.setUint16(
-      P_AVAIL,
-      (position.nextAvail & 0x7fff) | (position.availWrap === false ? 0 : 0x8000),
-      true,
-    );
-    data.setUint16(
-      P_USED,
-      (position.nextUsed & 0x7fff) | (position.usedWrap === false ? 0 : 0x8000),
-      true,
-    );
-    data.setUint16(P_IN_FLIGHT, inFlight, true);
+    const size = this.ringSize;
+    new Uint8Array(data.buffer, data.byteOffset, data.byteLength).fill(0);
+    const usedWrap = start.usedWrap !== false;
+    const ahead =
+      (start.availWrap !== false) === usedWrap
+        ? start.nextAvail - start.nextUsed
+        : start.nextAvail + size - start.nextUsed;
+    const used = start.nextUsed >= 0 && start.nextUsed < size ? start.nextUsed : 0;
+    data.setUint16(H_DESC_NUM, size, true);
+    data.setUint16(P_UNTRACKED, ahead > 0 && ahead <= size ? ahead : 0, true);
+    this.#counter = 0;
+    this.#rebuildFreeList(new Uint8Array(size));
+    this.#writeUsed(used, usedWrap);
+    data.setUint32(P_FEATURES, P_FEATURE_PACKED, true);
+    data.setUint16(H_VERSION, INFLIGHT_VERSION, true);
+    return { restored: false, position: start, resubmit: [], problems };
+  }
+
+  /** Links every entry not `claimed` into the free list, highest first (see below). */
+  #rebuildFreeList(claimed: Uint8Array): void {
+    const data = this.#data;
+    // From the top down, so that a link written always points at an entry already relinked: a
+    // back-end stopped half-way leaves a free list that still only holds free entries.
+    let head = END;
+    let count = 0;
+    for (let entry = this.ringSize - 1; entry >= 0; entry--) {
+      if (claimed[entry] === 1) continue;
+      const at = this.#entry(entry);
+      data.setUint8(at + E_INFLIGHT, 0);
+      data.setUint16(at + E_NEXT, head, true);
+      this.#next[entry] = head;
+      head = entry;
+      count++;
+    }
+    this.#freeHead = head;
+    this.#freeCount = count;
+    data.setUint16(P_FREE_HEAD, head, true);
+    data.setUint16(P_OLD_FREE_HEAD, head, true);
+  }
+
+  #writeUsed(used: number, usedWrap: boolean): void {
+    const data = this.#data;
+    data.setUint16(P_USED_IDX, used, true);
+    data.setUint8(P_USED_WRAP, usedWrap ? 1 : 0);
+    data.setUint8(P_OLD_USED_WRAP, usedWrap ? 1 : 0);
+    data.setUint16(P_OLD_USED_IDX, used, true);
+  }
+
+  #saved(entry: number): SavedDescriptor {
+    const data = this.#data;
+    const at = this.#entry(entry);
+    return {
+      addr: data.getBigUint64(at + E_ADDR, true),
+      len: data.getUint32(at + E_LEN, true),
+      id: data.getUint16(at + E_ID, true),
+      flags: data.getUint16(at + E_FLAGS, true),
+    };
+  }
+
+  /**
+   * The device took the chain in ring slots `slot` .. `slot + count - 1` (wrapping): copies its
+   * descriptors into free entries and records it. Returns its head entry, or -1 if the record has
+   * no room (it cannot happen while the ring and the record agree).
+   */
+  popped(slot: number, count: number): number {
+    if (count < 1 || count > this.#freeCount) return -1;
+    const data = this.#data;
+    const ring = this.#ring;
+    const head = this.#freeHead;
+    let entry = head;
+    for (let i = 0; i < count; i++) {
+      const from = 16 * ((slot + i) % this.ringSize);
+      const at = this.#entry(entry);
+      data.setUint8(at + E_INFLIGHT, 0);
+      data.setBigUint64(at + E_ADDR, ring.getBigUint64(from, true), true);
+      data.setUint32(at + E_LEN, ring.getUint32(from + 8, true), true);
+      data.setUint16(at + E_ID, ring.getUint16(from + 12, true), true);
+      data.setUint16(at + E_FLAGS, ring.getUint16(from + 14, true), true);
+      if (i < count - 1) entry = this.#next[entry]!;
+    }
+    const at = this.#entry(head);
+    const counter = this.#counter++;
+    data.setUint16(at + E_LAST, entry, true);
+    data.setUint16(at + E_NUM, count, true);
+    data.setUint32(at + E_COUNTER, counter >>> 0, true);
+    data.setUint32(at + E_COUNTER + 4, Math.floor(counter / TWO_32), true);
+    data.setUint8(at + E_INFLIGHT, 1);
+    this.#last[head] = entry;
+    this.#num[head] = count;
+    this.#freeHead = this.#next[entry]!;
+    this.#freeCount -= count;
+    data.setUint16(P_FREE_HEAD, this.#freeHead, true);
+    // The commit point: past this store the chain is in flight.
+    data.setUint16(P_OLD_FREE_HEAD, this.#freeHead, true);
+    return head;
+  }
+
+  /** The device wrote a used descriptor for the chain at `entry` (not yet visible). */
+  added(entry: number): void {
+    if (entry >= 0 && entry < this.ringSize) this.#batch.push(entry);
+  }
+
+  /** True when used descriptors were added since the last {@link published}. */
+  get batchPending(): boolean {
+    return this.#batch.length > 0;
+  }
+
+  /**
+   * Call right before the batch is made visible, with the used position after it: records the
+   * batch as pending (its entries back on the free list, the new used position).
+   */
+  publishing(nextUsed: number, usedWrap: boolean): void {
+    const data = this.#data;
+    for (const head of this.#batch) {
+      const last = this.#last[head]!;
+      this.#next[last] = this.#freeHead;
+      data.setUint16(this.#entry(last) + E_NEXT, this.#freeHead, true);
+      this.#freeHead = head;
+      this.#freeCount += this.#num[head]!;
+    }
+    this.#pendingUsed = nextUsed;
+    this.#pendingWrap = usedWrap;
+    data.setUint16(P_FREE_HEAD, this.#freeHead, true);
+    data.setUint8(P_USED_WRAP, usedWrap ? 1 : 0);
+    data.setUint16(P_USED_IDX, nextUsed, true);
+  }
+  #pendingUsed = 0;
+  #pendingWrap = true;
+
+  /** Call right after the batch was made visible: commits it. */
+  published(): void {
+    const data = this.#data;
+    for (const head of this.#batch) data.setUint8(this.#entry(head) + E_INFLIGHT, 0);
+    this.#batch.length = 0;
+    data.setUint16(P_OLD_FREE_HEAD, this.#freeHead, true);
+    data.setUint8(P_OLD_USED_WRAP, this.#pendingWrap ? 1 : 0);
+    // Last: until the used index matches, recovery looks at the ring to decide.
+    data.setUint16(P_OLD_USED_IDX, this.#pendingUsed, true);
+  }
+
+  /** Head entries of the chains in flight now, oldest first (for tests and diagnostics). */
+  inflightEntries(): number[] {
+    const heads: { entry: number; counter: number }[] = [];
+    for (let entry = 0; entry < this.ringSize; entry++) {
+      const at = this.#entry(entry);
+      if (this.#data.getUint8(at + E_INFLIGHT) !== 1) continue;
+      heads.push({ entry, counter: this.#data.getUint32(at + E_COUNTER, true) });
+    }
+    return heads.sort((a, b) => a.counter - b.counter).map((head) => head.entry);
   }
 }

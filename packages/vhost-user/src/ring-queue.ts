@@ -6,8 +6,14 @@
  * hand back (GET_VRING_BASE) when the device dropped chains it never started.
  */
 
-import type { DescriptorChain, DeviceQueue, QueuePosition, RingLayout } from '@virtkit/core';
-import type { PackedInflight, SplitInflight } from './inflight.js';
+import {
+  type DescriptorChain,
+  type DeviceQueue,
+  PackedDeviceQueue,
+  type QueuePosition,
+  type RingLayout,
+} from '@virtkit/core';
+import type { PackedInflight, SavedChain, SplitInflight } from './inflight.js';
 
 /** A phase in which chains recovered from the inflight area are served before the ring's own. */
 export interface Resubmission {
@@ -26,8 +32,11 @@ export interface Resubmission {
 /** Options of a {@link RingQueue}. */
 export interface RingQueueOptions {
   readonly inflight?: SplitInflight;
-  /** Packed rings: where to record the position after each change. */
-  readonly packedRecord?: PackedInflight;
+  /**
+   * Packed rings: the inflight record, and the chains a previous back-end left in it, to take
+   * back (oldest first) before the ring's own.
+   */
+  readonly packed?: { readonly record: PackedInflight; readonly resubmit: readonly SavedChain[] };
   readonly resubmission?: Resubmission;
   /** Diagnostics. */
   readonly log?: (message: string) => void;
@@ -51,6 +60,12 @@ export class RingQueue implements DeviceQueue {
   #resubmission: Resubmission | undefined;
   readonly #inflight: SplitInflight | undefined;
   readonly #packedRecord: PackedInflight | undefined;
+  /** Packed: recovered chains not taken back yet. */
+  readonly #packedResubmit: SavedChain[];
+  /** Packed: the record entry of each chain handed out. */
+  readonly #entries = new Map<DescriptorChain, number>();
+  /** Packed: the ring slot the next chain popped from the ring starts at. */
+  #availSlot = 0;
   readonly #log: (message: string) => void;
   /** Chains handed out and not returned, with the order they were handed out in. */
   readonly #outstanding = new Map<DescriptorChain, number>();
@@ -65,7 +80,9 @@ export class RingQueue implements DeviceQueue {
     this.#resubmission = options.resubmission;
     this.#current = options.resubmission?.queue ?? queue;
     this.#inflight = options.inflight;
-    this.#packedRecord = options.packedRecord;
+    this.#packedRecord = options.packed?.record;
+    this.#packedResubmit = [...(options.packed?.resubmit ?? [])];
+    if (this.#packedRecord) this.#availSlot = queue.position().nextAvail;
     this.#log = options.log ?? (() => {});
   }
 
@@ -79,7 +96,7 @@ export class RingQueue implements DeviceQueue {
 
   /** True while chains recovered from the inflight area are being served. */
   get resubmitting(): boolean {
-    return this.#resubmission !== undefined;
+    return this.#resubmission !== undefined || this.#packedResubmit.length > 0;
   }
 
   /** True after {@link close}. */
@@ -89,6 +106,10 @@ export class RingQueue implements DeviceQueue {
 
   pop(): DescriptorChain | null {
     if (this.#closed || this.#detached) return null;
+    if (this.#packedResubmit.length > 0) {
+      const chain = this.#takeBack();
+      if (chain) return chain;
+    }
     let chain = this.#current.pop();
     if (chain === null) {
       // Recovered chains that could not be popped (the queue broke on one) must not hold up
@@ -102,12 +123,40 @@ export class RingQueue implements DeviceQueue {
     }
     this.#outstanding.set(chain, this.#sequence++);
     this.#inflight?.popped(chain.id);
-    this.#recordPacked(false);
+    const record = this.#packedRecord;
+    if (record) {
+      // Copied from the ring now, before used descriptors can land on these slots.
+      this.#entries.set(chain, record.popped(this.#availSlot, chain.ringSlots));
+      this.#availSlot = (this.#availSlot + chain.ringSlots) % this.size;
+    }
     return chain;
   }
 
+  /** The next recovered packed chain that validates; the others are reported by core and skipped. */
+  #takeBack(): DescriptorChain | null {
+    const queue = this.#current;
+    const pending = this.#packedResubmit;
+    if (!(queue instanceof PackedDeviceQueue)) {
+      pending.length = 0;
+      return null;
+    }
+    for (let saved = pending.shift(); saved; saved = pending.shift()) {
+      const chain = queue.resubmit(saved.descriptors);
+      if (!chain) continue;
+      this.#outstanding.set(chain, this.#sequence++);
+      this.#entries.set(chain, saved.entry);
+      if (pending.length === 0) this.#log(`queue ${this.index}: resubmitted requests taken back`);
+      return chain;
+    }
+    return null;
+  }
+
   hasAvailable(): boolean {
-    return !this.#closed && !this.#detached && this.#current.hasAvailable();
+    return (
+      !this.#closed &&
+      !this.#detached &&
+      (this.#packedResubmit.length > 0 || this.#current.hasAvailable())
+    );
   }
 
   addUsed(chain: DescriptorChain, writtenLength: number): void {
@@ -115,6 +164,11 @@ export class RingQueue implements DeviceQueue {
     this.#current.addUsed(chain, writtenLength);
     this.#outstanding.delete(chain);
     this.#inflight?.added(chain.id);
+    const entry = this.#entries.get(chain);
+    if (entry !== undefined) {
+      this.#entries.delete(chain);
+      this.#packedRecord?.added(entry);
+    }
   }
 
   publishUsed(): boolean {
@@ -133,7 +187,8 @@ export class RingQueue implements DeviceQueue {
 
   enableNotifications(): boolean {
     if (this.#closed || this.#detached) return false;
-    return this.#current.enableNotifications();
+    const available = this.#current.enableNotifications();
+    return available || this.#packedResubmit.length > 0;
   }
 
   /**
@@ -164,15 +219,9 @@ export class RingQueue implements DeviceQueue {
    * last, the position is moved back so the driver's ring offers them again.
    */
   stoppedPosition(): QueuePosition {
-    const position = this.#unpopped();
-    this.#packedRecord?.record(position, 0);
-    return position;
-  }
-
-  #unpopped(): QueuePosition {
     const position = this.position();
     const held = this.#outstanding.size;
-    if (held === 0 || this.#inflight || this.#resubmission) return position;
+    if (held === 0 || this.#inflight || this.#resubmission || this.#packedRecord) return position;
     let firstHeld = this.#sequence;
     let slots = 0;
     for (const [chain, sequence] of this.#outstanding) {
@@ -197,26 +246,18 @@ export class RingQueue implements DeviceQueue {
     return { ...position, nextAvail, availWrap };
   }
 
-  /**
-   * Records a packed ring's position: the available side as it is, the used side as the driver
-   * has been shown it (elements added but not yet published are not there yet).
-   */
-  #recordPacked(published: boolean): void {
-    const record = this.#packedRecord;
-    if (!record) return;
-    const position = this.#current.position();
-    if (published)
-      this.#publishedUsed = { nextUsed: position.nextUsed, usedWrap: position.usedWrap !== false };
-    const used = this.#publishedUsed;
-    record.record(used ? { ...position, ...used } : position, this.#outstanding.size);
-  }
-  #publishedUsed: { nextUsed: number; usedWrap: boolean } | undefined;
-
   #publish(): boolean {
+    const record = this.#packedRecord;
+    const batch = record?.batchPending === true;
+    if (batch) {
+      // The used position core has advanced to is where the batch ends once visible.
+      const position = this.#current.position();
+      record!.publishing(position.nextUsed, position.usedWrap !== false);
+    }
     const interrupt = this.#current.publishUsed();
+    if (batch) record!.published();
     // The used index the driver now sees (core advances it as elements are added).
     if (this.#inflight?.batchPending) this.#inflight.published(this.#current.position().nextUsed);
-    this.#recordPacked(true);
     return interrupt;
   }
 
