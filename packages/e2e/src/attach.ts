@@ -31,6 +31,8 @@ export interface AttachBlkOptions {
    * `cache.direct=on`, QEMU's `cache=none`. Default off (writeback through the page cache).
    */
   readonly direct?: boolean;
+  /** Our backend's `aio=` (threads or sync); default: the device's default. */
+  readonly aio?: 'threads' | 'sync';
   /** QEMU reconnects to a vhost-user backend that went away, every this many seconds. */
   readonly reconnect?: number;
   readonly onOutput?: (text: string) => void;
@@ -77,6 +79,7 @@ export async function attachBlk(
             ...(options.readonly ? ['readonly=on'] : []),
             ...(options.queues !== undefined ? [`queues=${options.queues}`] : []),
             ...(options.direct ? ['direct=on'] : []),
+            ...(options.aio ? [`aio=${options.aio}`] : []),
           ].join(','),
           ...(options.onOutput ? { onOutput: options.onOutput } : {}),
         })

@@ -166,7 +166,7 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'virtkit-bench-'));
   const blkSamples: Samples = {};
   const netSamples: Samples = {};
-  const blkServers: BlkServer[] = [];
+  const blkServers: BlkConfig[] = [];
   const netServers: NetConfig[] = [];
   try {
     if (options.only !== 'net') {
@@ -180,15 +180,15 @@ async function main(): Promise<void> {
         blkBenchScript({ seqMiB: options.seqMiB, fioSeconds: fio ? options.fioSeconds : 0 }),
         fio?.guestFiles ?? [],
       );
-      for (const server of ['virtkit', 'qsd', 'builtin'] as const) {
+      for (const config of BLK_CONFIGS) {
         const why =
-          server === 'virtkit'
+          config.server === 'virtkit'
             ? virtkitSkipReason()
-            : server === 'qsd'
+            : config.server === 'qsd'
               ? storageDaemonSkipReason()
               : undefined;
-        if (why) note(`${BLK_SERVER_NAMES[server]} not measured: ${why}`);
-        else blkServers.push(server);
+        if (why) note(`${config.name} not measured: ${why}`);
+        else blkServers.push(config);
       }
       const imageDir = mkdtempSync(join(options.imageDir, 'virtkit-bench-'));
       onCleanup('remove the benchmark image', () =>
@@ -196,10 +196,13 @@ async function main(): Promise<void> {
       );
       const image = join(imageDir, 'bench.img');
       fillImage(image, options.seqMiB + 64);
-      log(`block: ${blkServers.join(', ')} × ${options.reps}, image ${image}`);
+      log(
+        `block: ${blkServers.map((config) => config.key).join(', ')} × ${options.reps}, image ${image}`,
+      );
       for (let rep = 1; rep <= options.reps; rep++) {
-        for (const server of blkServers) {
-          const values = await blkRun(server, guest.kernel, initrd, image, work, options.qemuArgs);
+        for (const config of blkServers) {
+          const server = config.key;
+          const values = await blkRun(config, guest.kernel, initrd, image, work, options.qemuArgs);
           const seqMiB = options.seqMiB;
           // A boot's value is the median of its repeats (the first write included).
           const write = medianOf(values.get('seq-write-us'));
@@ -259,6 +262,8 @@ async function main(): Promise<void> {
   const blk = summarize(blkSamples, [
     ['virtkitOverQsd', 'virtkit', 'qsd'],
     ['virtkitOverBuiltin', 'virtkit', 'builtin'],
+    ['virtkitSyncOverQsd', 'virtkitSync', 'qsd'],
+    ['virtkitSyncOverBuiltin', 'virtkitSync', 'builtin'],
   ]);
   const net = summarize(netSamples, [
     ['virtkitOverBuiltin', 'virtkit', 'builtin'],
@@ -278,9 +283,9 @@ async function main(): Promise<void> {
       reps: options.reps,
       qemuArgs: options.qemuArgs,
       blk: {
-        servers: Object.fromEntries(blkServers.map((server) => [server, BLK_SERVER_NAMES[server]])),
+        servers: Object.fromEntries(blkServers.map((config) => [config.key, config.name])),
         hostIO:
-          'O_DIRECT on the host for all three (virtkit direct=on, qsd cache.direct=on, QEMU cache=none)',
+          'O_DIRECT on the host for all (virtkit direct=on, qsd cache.direct=on, QEMU cache=none); qsd and QEMU use their default aio=threads',
         image: `raw, ${options.seqMiB + 64} MiB, written in full before the runs, in ${options.imageDir}`,
         workloads: `dd bs=1M count=${options.seqMiB} oflag=direct, then iflag=direct, 3 times each per boot (a boot counts its median); fio randread 4k iodepth=32 libaio direct=1 ${options.fioSeconds}s over ${options.seqMiB} MiB`,
       },
@@ -298,10 +303,12 @@ async function main(): Promise<void> {
   printTable(
     'block (medians)',
     blk,
-    ['virtkit', 'qsd', 'builtin'],
+    ['virtkit', 'virtkitSync', 'qsd', 'builtin'],
     [
       ['virtkitOverQsd', 'ours/qsd'],
+      ['virtkitSyncOverQsd', 'sync/qsd'],
       ['virtkitOverBuiltin', 'ours/built-in'],
+      ['virtkitSyncOverBuiltin', 'sync/built-in'],
     ],
   );
   printTable(
@@ -317,18 +324,47 @@ async function main(): Promise<void> {
 }
 
 /** One boot running the block workloads against `server`. */
+/** A block configuration the benchmark measures. */
+interface BlkConfig {
+  readonly key: string;
+  readonly server: BlkServer;
+  readonly name: string;
+  readonly aio?: 'threads' | 'sync';
+}
+
+/**
+ * Ours with each I/O engine (the default, Node's thread pool, and `aio=sync`, I/O on the device's
+ * thread as Firecracker's default engine does), qemu-storage-daemon, and QEMU's own virtio-blk.
+ */
+const BLK_CONFIGS: readonly BlkConfig[] = [
+  { key: 'virtkit', server: 'virtkit', name: `${BLK_SERVER_NAMES.virtkit}, aio=threads` },
+  {
+    key: 'virtkitSync',
+    server: 'virtkit',
+    name: `${BLK_SERVER_NAMES.virtkit}, aio=sync`,
+    aio: 'sync',
+  },
+  { key: 'qsd', server: 'qsd', name: BLK_SERVER_NAMES.qsd },
+  { key: 'builtin', server: 'builtin', name: BLK_SERVER_NAMES.builtin },
+];
+
 async function blkRun(
-  server: BlkServer,
+  config: BlkConfig,
   kernel: string,
   initrd: string,
   image: string,
   work: string,
   qemuArgs: readonly string[],
 ): Promise<Map<string, number[]>> {
-  const socketDir = mkdtempSync(join(work, `${server}-`));
+  const socketDir = mkdtempSync(join(work, `${config.key}-`));
   let disk: AttachedBlk | undefined;
   try {
-    disk = await attachBlk(server, { image, socketDir, direct: true });
+    disk = await attachBlk(config.server, {
+      image,
+      socketDir,
+      direct: true,
+      ...(config.aio ? { aio: config.aio } : {}),
+    });
     const run = await runGuestVm({
       kernel,
       initrd,
@@ -337,7 +373,7 @@ async function blkRun(
       extraArgs: qemuArgs,
       timeoutMs: RUN_TIMEOUT_MS,
     });
-    return checked(`block ${server}`, run.output, run.timedOut, disk.backend?.process);
+    return checked(`block ${config.key}`, run.output, run.timedOut, disk.backend?.process);
   } finally {
     await disk?.close();
   }

@@ -68,15 +68,19 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
     readonly name: string;
     readonly queues?: number;
     readonly packed?: boolean;
+    /** Our I/O engine, on an O_DIRECT image (ours only). */
+    readonly aio?: 'sync';
   }
   const variants: readonly Variant[] = [
     { name: 'single queue, split ring' },
     { name: 'num-queues=2 on 2 vCPUs', queues: 2 },
     { name: 'packed=on', packed: true },
+    { name: 'aio=sync with direct=on', aio: 'sync' },
   ];
   /** qemu-storage-daemon serves through libvhost-user, which has no packed virtqueues. */
   const unsupported = (server: BlkServer, variant: Variant): boolean =>
-    server === 'qsd' && variant.packed === true;
+    (server === 'qsd' && variant.packed === true) ||
+    (server !== 'virtkit' && variant.aio !== undefined);
 
   for (const server of ['virtkit', 'qsd', 'builtin'] as const) {
     describe.skipIf(serverSkip[server] !== undefined)(BLK_SERVER_NAMES[server], () => {
@@ -92,6 +96,7 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
               socketDir: dir,
               ...(variant.queues !== undefined ? { queues: variant.queues } : {}),
               ...(variant.packed ? { packed: true } : {}),
+              ...(variant.aio ? { aio: variant.aio, direct: true } : {}),
             });
             try {
               const run = await runGuestVm({
