@@ -3,7 +3,8 @@
  * connection, and never an exception in the back-end's event loop. Then random message streams.
  */
 
-import { drainEventfd, eventfd, ftruncate, memfdCreate } from '@virtkit/linux';
+import { Feature, featureBit } from '@virtkit/core';
+import { drainEventfd, eventfd, ftruncate, memfdCreate, mmap, socketpair } from '@virtkit/linux';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { VhostUserBackend } from './backend.js';
@@ -18,7 +19,7 @@ import {
   vringStatePayload,
 } from './message.js';
 import { EchoDevice } from './test-device.js';
-import { echo, onCleanup, openFds, pair } from './test-support.js';
+import { echo, onCleanup, openFds, pair, reversed, str, text, until } from './test-support.js';
 import { FrontendGuest, TestFrontend } from './testing/frontend.js';
 
 async function ready() {
@@ -274,4 +275,85 @@ describe('random message streams', () => {
     const queue = await frontend.startQueue(1);
     expect(await echo(queue, 'survived')).toBe('devivrus');
   }, 300_000);
+});
+
+describe('a damaged inflight area (packed ring)', () => {
+  it('skips corrupt records with a counted violation, resubmits the sound one, and keeps serving', async () => {
+    const guest = new FrontendGuest();
+    onCleanup(() => guest.release());
+    const features = ~featureBit(Feature.RING_INDIRECT_DESC);
+    const first = new EchoDevice({ hold: true, dropOnReset: true });
+    const backendA = new VhostUserBackend(first);
+    const [a1, a2] = socketpair({ nonBlocking: true });
+    backendA.serve(a2);
+    const frontendA = new TestFrontend(a1, guest);
+    await frontendA.handshake({ layout: 'packed', features });
+    const { description, fd } = await frontendA.getInflight(1, 32);
+    onCleanup(() => closeQuietly(fd));
+    await frontendA.setInflight(description, fd);
+    const queue = await frontendA.startQueue(0, { size: 32 });
+    const sent = ['zero', 'one', 'two', 'three', 'four', 'five'];
+    const tokens = sent.map((m) => queue.post([text(m)], [m.length]));
+    queue.kick();
+    await until(() => first.held[0]!.length === 6, 2000, 'held requests');
+    frontendA.close();
+    await backendA.whenDisconnected();
+    await backendA.close();
+
+    // Someone scribbles on the record: the chains in flight, oldest first, get damaged fields.
+    const mapping = mmap({ fd, length: Number(description.mmapSize) });
+    onCleanup(() => mapping.unmap());
+    const record = new DataView(mapping.buffer);
+    const entry = (e: number) => 32 + 32 * e;
+    const heads = Array.from({ length: 32 }, (_, e) => e)
+      .filter((e) => record.getUint8(entry(e)) === 1)
+      .sort((x, y) => record.getUint32(entry(x) + 8, true) - record.getUint32(entry(y) + 8, true));
+    expect(heads).toHaveLength(6);
+    const last = (head: number) => record.getUint16(entry(head) + 4, true);
+    record.setBigUint64(entry(heads[0]!) + 24, 0xdead_0000_0000n, true); // address outside RAM
+    record.setUint32(entry(heads[1]!) + 20, 0xffff_ffff, true); // huge length
+    record.setUint16(entry(last(heads[2]!)) + 16, 999, true); // buffer id out of range
+    record.setUint16(entry(heads[3]!) + 6, 0xffff, true); // descriptor count beyond the ring
+    // Readable and writable swapped: a readable descriptor after a writable one.
+    const flagsAt = (e: number) => entry(e) + 18;
+    record.setUint16(flagsAt(heads[4]!), record.getUint16(flagsAt(heads[4]!), true) | 2, true);
+    record.setUint16(
+      flagsAt(last(heads[4]!)),
+      record.getUint16(flagsAt(last(heads[4]!)), true) & ~2,
+      true,
+    );
+    const secondDevice = new EchoDevice();
+    const backendB = new VhostUserBackend(secondDevice);
+    const violations: { code: string; needsReset: boolean }[] = [];
+    const errors: string[] = [];
+    backendB.events.on('violation', (v) => violations.push(v));
+    backendB.events.on('protocol-error', (error) => errors.push(error.message));
+    const [b1, b2] = socketpair({ nonBlocking: true });
+    backendB.serve(b2);
+    const frontendB = new TestFrontend(b1, guest);
+    onCleanup(async () => {
+      frontendB.release();
+      await backendB.close();
+    });
+    await frontendB.handshake({ layout: 'packed', features });
+    expect(await frontendB.setInflight(description, fd)).toBe(0n);
+    await frontendB.startQueue(0, { reuse: queue, base: 0x8000_8000 });
+    expect(str((await queue.wait(tokens[5]!)).written)).toBe('evif');
+    expect(violations.map((v) => v.code).sort()).toEqual(
+      [
+        'BUFFER_ID_OUT_OF_RANGE',
+        'DESCRIPTOR_OUT_OF_MEMORY',
+        'DESCRIPTOR_OUT_OF_MEMORY',
+        'INFLIGHT_RECORD_CORRUPT',
+        'READABLE_AFTER_WRITABLE',
+      ].sort(),
+    );
+    expect(violations.every((v) => !v.needsReset)).toBe(true);
+    expect(errors).toEqual([]);
+    expect(secondDevice.handled).toBe(1);
+    // The damaged requests never come back; the ring goes on without their slots.
+    for (let i = 0; i < 40; i++) expect(await echo(queue, `on ${i}`)).toBe(reversed(`on ${i}`));
+    for (const token of tokens.slice(0, 5)) expect(queue.completed(token)).toBe(false);
+    expect(backendB.connected).toBe(true);
+  });
 });

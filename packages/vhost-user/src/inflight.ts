@@ -361,10 +361,12 @@ const P_OLD_USED_IDX = 18;
 const P_USED_WRAP = 20;
 const P_OLD_USED_WRAP = 21;
 /**
- * In the header's padding (Virtkit): ring slots that were in flight, untracked, when the record
- * was started (a position handed over with chains nobody recorded). They stay taken.
+ * In the header's padding (Virtkit): the available position after the last chain recorded (slot,
+ * wrap counter in bit 15). Recovery derives the position from the chains in flight; this keeps
+ * the slots of chains nobody can resubmit (a damaged entry, chains in flight when the record was
+ * started) taken, so the ring is never read again where the driver did not write.
  */
-const P_UNTRACKED = 22;
+const P_AVAIL = 22;
 // Fields of one DescStatePacked.
 const E_INFLIGHT = 0;
 const E_NEXT = 2;
@@ -473,12 +475,12 @@ export class PackedInflight {
     let freeHead = data.getUint16(P_OLD_FREE_HEAD, true);
     let used = data.getUint16(P_OLD_USED_IDX, true);
     let usedWrap = data.getUint8(P_OLD_USED_WRAP) !== 0;
-    const untracked = data.getUint16(P_UNTRACKED, true);
+    const availWord = data.getUint16(P_AVAIL, true);
     const pendingUsed = data.getUint16(P_USED_IDX, true);
     const pendingWrap = data.getUint8(P_USED_WRAP) !== 0;
-    if (used >= size || pendingUsed >= size || untracked > size) {
+    if (used >= size || pendingUsed >= size || (availWord & 0x7fff) >= size) {
       return this.#fresh(start, [
-        `used position ${used} (pending ${pendingUsed}) or untracked slots ${untracked} do not fit a ${size}-entry ring`,
+        `inflight record: used position ${used} (pending ${pendingUsed}) or available position ${availWord & 0x7fff} is not a slot of a ${size}-entry ring; the record is started afresh`,
       ]);
     }
     if (pendingUsed !== used || pendingWrap !== usedWrap) {
@@ -517,7 +519,7 @@ export class PackedInflight {
     // Walk each chain; entries claimed twice, links out of range or a wrong length are damage.
     const claimed = new Uint8Array(size);
     const chains: { entry: number; entries: number[] }[] = [];
-    let slots = untracked;
+    let slots = 0;
     for (const { entry: head } of heads) {
       const at = this.#entry(head);
       const num = data.getUint16(at + E_NUM, true);
@@ -562,12 +564,27 @@ export class PackedInflight {
     this.#rebuildFreeList(claimed);
     this.#writeUsed(used, usedWrap);
 
-    let nextAvail = used + slots;
+    // The slots of chains in flight, or more if the recorded position says so (see P_AVAIL).
+    let recorded = ringDistance(
+      availWord & 0x7fff,
+      (availWord & 0x8000) !== 0,
+      used,
+      usedWrap,
+      size,
+    );
+    if (recorded > size) {
+      problems.push(
+        `inflight record: available position ${availWord & 0x7fff} is behind the used position ${used}; it is ignored`,
+      );
+      recorded = 0;
+    }
+    let nextAvail = used + Math.max(slots, recorded);
     let availWrap = usedWrap;
     if (nextAvail >= size) {
       nextAvail -= size;
       availWrap = !availWrap;
     }
+    this.#setAvail(nextAvail, availWrap);
     return {
       restored: true,
       position: { nextAvail, availWrap, nextUsed: used, usedWrap },
@@ -576,22 +593,27 @@ export class PackedInflight {
     };
   }
 
-  /** Starts the record afresh at `start`; chains in flight there are counted as untracked. */
+  /**
+   * Starts the record afresh at `start` (chains in flight there stay taken, unknown: nobody
+   * recorded them).
+   */
   #fresh(start: QueuePosition, problems: string[]): PackedRecovery {
     const data = this.#data;
     const size = this.ringSize;
     new Uint8Array(data.buffer, data.byteOffset, data.byteLength).fill(0);
     const usedWrap = start.usedWrap !== false;
-    const ahead =
-      (start.availWrap !== false) === usedWrap
-        ? start.nextAvail - start.nextUsed
-        : start.nextAvail + size - start.nextUsed;
-    const used = start.nextUsed >= 0 && start.nextUsed < size ? start.nextUsed : 0;
+    const availWrap = start.availWrap !== false;
+    const valid = (slot: number) => Number.isInteger(slot) && slot >= 0 && slot < size;
+    const used = valid(start.nextUsed) ? start.nextUsed : 0;
+    const sound =
+      valid(start.nextAvail) &&
+      ringDistance(start.nextAvail, availWrap, used, usedWrap, size) <= size;
     data.setUint16(H_DESC_NUM, size, true);
-    data.setUint16(P_UNTRACKED, ahead > 0 && ahead <= size ? ahead : 0, true);
     this.#counter = 0;
     this.#rebuildFreeList(new Uint8Array(size));
     this.#writeUsed(used, usedWrap);
+    if (sound) this.#setAvail(start.nextAvail, availWrap);
+    else this.#setAvail(used, usedWrap);
     data.setUint32(P_FEATURES, P_FEATURE_PACKED, true);
     data.setUint16(H_VERSION, INFLIGHT_VERSION, true);
     return { restored: false, position: start, resubmit: [], problems };
@@ -627,6 +649,14 @@ export class PackedInflight {
     data.setUint16(P_OLD_USED_IDX, used, true);
   }
 
+  #setAvail(slot: number, wrap: boolean): void {
+    this.#availSlot = slot;
+    this.#availWrap = wrap;
+    this.#data.setUint16(P_AVAIL, slot | (wrap ? 0x8000 : 0), true);
+  }
+  #availSlot = 0;
+  #availWrap = true;
+
   #saved(entry: number): SavedDescriptor {
     const data = this.#data;
     const at = this.#entry(entry);
@@ -639,18 +669,20 @@ export class PackedInflight {
   }
 
   /**
-   * The device took the chain in ring slots `slot` .. `slot + count - 1` (wrapping): copies its
-   * descriptors into free entries and records it. Returns its head entry, or -1 if the record has
-   * no room (it cannot happen while the ring and the record agree).
+   * The device took the next chain from the ring, `count` descriptors (ring slots) from the
+   * available position: copies them into free entries and records the chain. Returns its head
+   * entry, or -1 if the record has no room (it cannot happen while the ring and the record agree).
    */
-  popped(slot: number, count: number): number {
+  popped(count: number): number {
     if (count < 1 || count > this.#freeCount) return -1;
     const data = this.#data;
     const ring = this.#ring;
+    const size = this.ringSize;
+    const slot = this.#availSlot;
     const head = this.#freeHead;
     let entry = head;
     for (let i = 0; i < count; i++) {
-      const from = 16 * ((slot + i) % this.ringSize);
+      const from = 16 * ((slot + i) % size);
       const at = this.#entry(entry);
       data.setUint8(at + E_INFLIGHT, 0);
       data.setBigUint64(at + E_ADDR, ring.getBigUint64(from, true), true);
@@ -673,6 +705,9 @@ export class PackedInflight {
     data.setUint16(P_FREE_HEAD, this.#freeHead, true);
     // The commit point: past this store the chain is in flight.
     data.setUint16(P_OLD_FREE_HEAD, this.#freeHead, true);
+    const next = slot + count;
+    if (next >= size) this.#setAvail(next - size, !this.#availWrap);
+    else this.#setAvail(next, this.#availWrap);
     return head;
   }
 
@@ -729,4 +764,19 @@ export class PackedInflight {
     }
     return heads.sort((a, b) => a.counter - b.counter).map((head) => head.entry);
   }
+}
+
+/**
+ * Slots from the used position to the available one (0 to `size` for a sound pair; more when the
+ * available position is behind).
+ */
+function ringDistance(
+  avail: number,
+  availWrap: boolean,
+  used: number,
+  usedWrap: boolean,
+  size: number,
+): number {
+  const distance = availWrap === usedWrap ? avail - used : avail + size - used;
+  return distance < 0 ? distance + 2 * size : distance;
 }

@@ -64,8 +64,6 @@ export class RingQueue implements DeviceQueue {
   readonly #packedResubmit: SavedChain[];
   /** Packed: the record entry of each chain handed out. */
   readonly #entries = new Map<DescriptorChain, number>();
-  /** Packed: the ring slot the next chain popped from the ring starts at. */
-  #availSlot = 0;
   readonly #log: (message: string) => void;
   /** Chains handed out and not returned, with the order they were handed out in. */
   readonly #outstanding = new Map<DescriptorChain, number>();
@@ -82,7 +80,6 @@ export class RingQueue implements DeviceQueue {
     this.#inflight = options.inflight;
     this.#packedRecord = options.packed?.record;
     this.#packedResubmit = [...(options.packed?.resubmit ?? [])];
-    if (this.#packedRecord) this.#availSlot = queue.position().nextAvail;
     this.#log = options.log ?? (() => {});
   }
 
@@ -126,8 +123,7 @@ export class RingQueue implements DeviceQueue {
     const record = this.#packedRecord;
     if (record) {
       // Copied from the ring now, before used descriptors can land on these slots.
-      this.#entries.set(chain, record.popped(this.#availSlot, chain.ringSlots));
-      this.#availSlot = (this.#availSlot + chain.ringSlots) % this.size;
+      this.#entries.set(chain, record.popped(chain.ringSlots));
     }
     return chain;
   }
