@@ -44,6 +44,7 @@ import { EventEmitter } from 'eventemitter3';
 import { Channel, closeQuietly } from './channel.js';
 import {
   BackendRequest,
+  CONFIG_FLAG_MIGRATION,
   CONFIG_FLAG_WRITABLE,
   FLAG_NEED_REPLY,
   PACKED_WRAP_BIT,
@@ -764,11 +765,19 @@ export class VhostUserBackend {
         const { index, num } = decodeVringState(message);
         const ring = this.#ring(session, index);
         if (num > 1) throw protocolError(`queue ${index} enable value ${num} is not 0 or 1`);
-        ring.enabled = num === 1;
-        if (ring.enabled && ring.started && !this.#active) {
-          session.halted = false;
-          this.#scheduleActivation(session);
+        const enabled = num === 1;
+        if (ring.enabled === enabled) return 'done';
+        ring.enabled = enabled;
+        // vhost-user.rst "Ring states": a disabled ring moves no data (a network back-end must
+        // not supply received packets; Cloud Hypervisor pauses a device this way). The device
+        // runs on the started and enabled rings: a change to that set stops it (settling what
+        // it started, keeping each ring's position) and starts it again on the new set.
+        const active = this.#active;
+        if (active && active.rings.includes(index) !== enabled) {
+          await this.#stopDevice(`queue ${index} ${enabled ? 'enabled' : 'disabled'}`);
         }
+        if (enabled && ring.started) session.halted = false;
+        if (!session.halted) this.#scheduleActivation(session);
         return 'done';
       }
       case Request.GET_CONFIG:
@@ -778,10 +787,11 @@ export class VhostUserBackend {
         const access = decodeConfig(message);
         const config = this.device.config;
         if (!config) throw protocolError('the device has no configuration space');
-        if (access.flags !== CONFIG_FLAG_WRITABLE) {
-          throw protocolError(
-            `SET_CONFIG with flags ${access.flags} (only driver writes, 0, are supported)`,
-          );
+        // vhost-user.rst: 0 is a front-end (driver) write, 1 a live-migration restore. Cloud
+        // Hypervisor sends 1 for driver writes (the vhost crate calls it WRITABLE); we never
+        // migrate, so both are a driver write of the writable fields.
+        if (access.flags !== CONFIG_FLAG_WRITABLE && access.flags !== CONFIG_FLAG_MIGRATION) {
+          throw protocolError(`SET_CONFIG with unknown flags ${access.flags}`);
         }
         const result = config.write(access.offset, access.data);
         if (result !== 'ok') {
@@ -952,11 +962,11 @@ export class VhostUserBackend {
     if (active) {
       if (active.rings.includes(index)) {
         this.#notify(index);
-      } else {
+      } else if (ring.enabled) {
         await this.#stopDevice(`queue ${index} started`);
         this.#scheduleActivation(session);
       }
-    } else if (session.rings.every((r) => r.started)) {
+    } else if (ring.enabled) {
       this.#scheduleActivation(session);
     }
   }
@@ -1106,7 +1116,7 @@ export class VhostUserBackend {
     const plans: (RingPlan | undefined)[] = [];
     const started: number[] = [];
     session.rings.forEach((ring, index) => {
-      if (!ring.started || !ring.address) return;
+      if (!ring.started || !ring.enabled || !ring.address) return;
       const plan = this.#plan(session, memory, ring, index, layout);
       if (plan) {
         plans[index] = plan;
@@ -1228,6 +1238,9 @@ export class VhostUserBackend {
           // a stale SET_VRING_BASE. The record is always at least as recent.
           position = recovery.position;
           packedResubmit = recovery.resubmit;
+          this.#log(
+            `queue ${index}: packed ring resumes where the inflight record left it (base ${hex(encodeVringBase(position, 'packed'))})`,
+          );
           if (packedResubmit.length > 0) {
             this.#log(
               `queue ${index}: resubmitting ${packedResubmit.length} requests left in flight`,

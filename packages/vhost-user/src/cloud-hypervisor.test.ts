@@ -486,14 +486,12 @@ describe('Cloud Hypervisor --disk vhost_user=on,socket=...,num_queues=2,queue_si
     expect(second.handled).toBe(5);
   });
 
-  // SKIPPED, a gap in backend.ts: CH's blk.rs `write_config` forwards the guest's write of
-  // `writeback` (VIRTIO_BLK_F_CONFIG_WCE, offered by device-blk) as SET_CONFIG with flags
-  // VhostUserConfigFlags::WRITABLE = 1 (vhost message.rs). backend.ts accepts only flags 0
-  // (vhost-user.rst: 0 = front-end write, 1 = live migration) and answers REPLY_ACK failure;
-  // CH only logs "Failed setting vhost-user-blk configuration", keeps showing the guest its own
-  // copy of the new value, and our device keeps its old cache mode. To enable once backend.ts
-  // treats a 1 from a front-end that never migrates as a driver write (or CH changes its flags).
-  it.skip('applies the guest writing `writeback` (SET_CONFIG with flags 1, as CH sends it)', async () => {
+  // CH's blk.rs `write_config` forwards the guest's write of `writeback`
+  // (VIRTIO_BLK_F_CONFIG_WCE, offered by device-blk) as SET_CONFIG with flags
+  // VhostUserConfigFlags::WRITABLE = 1 (vhost message.rs), which vhost-user.rst calls a
+  // live-migration write. A back-end that refuses it leaves the device in its old cache mode while
+  // CH only logs "Failed setting vhost-user-blk configuration".
+  it('applies the guest writing `writeback` (SET_CONFIG with flags 1, as CH sends it)', async () => {
     const guest = newGuest();
     const device = new BlockDevice({ backend: new MemoryBackend({ size: 1 << 20 }) });
     const { ch } = attach(device, guest);
@@ -649,14 +647,12 @@ describe('Cloud Hypervisor --net vhost_user=on,socket=...,num_queues=4', () => {
     expect(device.sent).toEqual(['out on pair 0', 'out on pair 1']);
   });
 
-  // SKIPPED, a gap in backend.ts: CH pauses a vhost-user device (vm.pause, before a snapshot or
-  // live migration) with `pause_vhost_user`, which only sends SET_VRING_ENABLE(0) for every ring
-  // (vu_common_ctrl.rs); GET_VRING_BASE is only sent with DEVICE_STATE, which we do not offer.
-  // vhost-user.rst and the vhost crate (frontend.rs, `set_vring_enable`) say a back-end must not
-  // pass data to or from a disabled ring. backend.ts records the flag but keeps processing the
-  // ring (README "Limits"), so frames still land in guest memory while CH thinks it is frozen.
-  // To enable once SET_VRING_ENABLE(0) stops a running ring and ENABLE(1) resumes it.
-  it.skip('stops moving data while CH has the rings disabled (pause), resumes on enable', async () => {
+  // CH pauses a vhost-user device (vm.pause, before a snapshot or live migration) with
+  // `pause_vhost_user`, which only sends SET_VRING_ENABLE(0) for every ring (vu_common_ctrl.rs);
+  // GET_VRING_BASE is only sent with DEVICE_STATE, which we do not offer. vhost-user.rst and the
+  // vhost crate (frontend.rs, `set_vring_enable`) say a back-end must not pass data to or from a
+  // disabled ring.
+  it('stops moving data while CH has the rings disabled (pause), resumes on enable', async () => {
     const guest = newGuest();
     const { device, ch, queues } = await started(guest);
     const rx = queues[0]!;
