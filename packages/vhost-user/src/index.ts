@@ -43,8 +43,13 @@ export {
 } from './constants.js';
 export type { VhostUserErrorCode } from './errors.js';
 export { VhostUserError } from './errors.js';
-export type { InflightRecovery } from './inflight.js';
-export { InflightArea, inflightQueueBytes, SplitInflight } from './inflight.js';
+export type {
+  InflightRecovery,
+  PackedRecovery,
+  SavedChain,
+  SavedDescriptor,
+} from './inflight.js';
+export { InflightArea, inflightQueueBytes, PackedInflight, SplitInflight } from './inflight.js';
 export type { MappedRegion } from './memory-table.js';
 export { MemoryTable, mapMemoryTable } from './memory-table.js';
 export type {
