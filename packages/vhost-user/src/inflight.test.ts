@@ -291,6 +291,19 @@ describe('inflight area, packed rings', () => {
     }
   });
 
+  it('records what it can when asked for more than the record holds, and stays readable', () => {
+    const p = packed(4);
+    const tracker = p.tracker();
+    tracker.recover({ nextAvail: 2, availWrap: true, nextUsed: 0, usedWrap: true });
+    // Two slots were in flight, untracked, when the record started.
+    expect(tracker.popped(1)).toBeGreaterThanOrEqual(0);
+    expect(tracker.popped(0)).toBe(-1);
+    expect(tracker.popped(9)).toBe(-1);
+    const recovery = p.tracker().recover(p.start);
+    expect(recovery.resubmit).toHaveLength(1);
+    expect(recovery.position.nextAvail).toBeLessThan(4);
+  });
+
   it('keeps split and packed records apart', () => {
     const { area: shared } = area(1, 16);
     const ring = new DataView(new ArrayBuffer(16 * 16));

@@ -671,14 +671,18 @@ export class PackedInflight {
   /**
    * The device took the next chain from the ring, `count` descriptors (ring slots) from the
    * available position: copies them into free entries and records the chain. Returns its head
-   * entry, or -1 if the record has no room (it cannot happen while the ring and the record agree).
+   * entry, or -1 if the record has no room (it cannot happen while the ring and the record agree;
+   * the chain's slots are still counted as taken, and it cannot be resubmitted).
    */
   popped(count: number): number {
-    if (count < 1 || count > this.#freeCount) return -1;
-    const data = this.#data;
-    const ring = this.#ring;
     const size = this.ringSize;
     const slot = this.#availSlot;
+    if (count < 1 || count > this.#freeCount || count > size) {
+      this.#advanceAvail(Math.min(Math.max(count, 0), size));
+      return -1;
+    }
+    const data = this.#data;
+    const ring = this.#ring;
     const head = this.#freeHead;
     let entry = head;
     for (let i = 0; i < count; i++) {
@@ -705,10 +709,14 @@ export class PackedInflight {
     data.setUint16(P_FREE_HEAD, this.#freeHead, true);
     // The commit point: past this store the chain is in flight.
     data.setUint16(P_OLD_FREE_HEAD, this.#freeHead, true);
-    const next = slot + count;
-    if (next >= size) this.#setAvail(next - size, !this.#availWrap);
-    else this.#setAvail(next, this.#availWrap);
+    this.#advanceAvail(count);
     return head;
+  }
+
+  #advanceAvail(slots: number): void {
+    const next = this.#availSlot + slots;
+    if (next >= this.ringSize) this.#setAvail(next - this.ringSize, !this.#availWrap);
+    else this.#setAvail(next, this.#availWrap);
   }
 
   /** The device wrote a used descriptor for the chain at `entry` (not yet visible). */
