@@ -93,6 +93,7 @@ export { defineOptions, parseDeviceArgument, parseOptions } from './options.js';
 export type { Segment } from './queue/chain.js';
 export { ChainReader, ChainWriter, DescriptorChain } from './queue/chain.js';
 export { createDeviceQueue } from './queue/factory.js';
+export type { PackedDescriptor } from './queue/packed.js';
 export { PackedDeviceQueue } from './queue/packed.js';
 export type { PackedDriverQueueOptions } from './queue/packed-driver.js';
 export { PackedDriverQueue } from './queue/packed-driver.js';
