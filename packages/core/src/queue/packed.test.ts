@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   RING_EVENT_FLAGS_DESC,
@@ -1130,5 +1131,77 @@ describe('PackedDeviceQueue.resubmit (chains taken by an earlier instance)', () 
     s.queue.detach();
     expect(s.queue.resubmit(saved([{ len: 4 }], 1))).toBeNull();
     expect(s.violations).toEqual([]);
+  });
+});
+
+describe('PackedDeviceQueue.resubmit with hostile saved copies (property)', () => {
+  const descriptor = fc.record({
+    addr: fc.oneof(
+      fc.constantFrom(0n, BigInt(DATA), BigInt(TABLE), 0xfff0n, 0x10000n, 2n ** 64n - 1n),
+      fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+    ),
+    len: fc.oneof(fc.constantFrom(0, 1, 16, 0x10, 0x100, 0xffff_ffff), fc.nat()),
+    id: fc.oneof(fc.nat({ max: 9 }), fc.integer({ min: 0, max: 0xffff })),
+    flags: fc.oneof(
+      fc.constantFrom(0, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT),
+      fc.integer({ min: 0, max: 0xffff }),
+    ),
+  });
+
+  // Well-formed copies (1 to 3 descriptors in guest memory, readable then writable), so the
+  // property sees accepted chains as well as refusals.
+  const wellFormed = fc
+    .tuple(
+      fc.integer({ min: 1, max: 3 }),
+      fc.nat({ max: 3 }),
+      fc.nat({ max: 7 }),
+      fc.nat({ max: 3 }),
+    )
+    .map(([count, writableFrom, id, slot]): PackedDescriptor[] =>
+      Array.from({ length: count }, (_, i) => ({
+        addr: BigInt(DATA + 0x100 * (slot + i)),
+        len: 0x40,
+        id: i === count - 1 ? id : 0,
+        flags:
+          (i < count - 1 ? VIRTQ_DESC_F_NEXT : 0) | (i >= writableFrom ? VIRTQ_DESC_F_WRITE : 0),
+      })),
+    );
+
+  it('never throws, never hands out memory outside the guest, never takes more than was held', () => {
+    let accepted = 0;
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(wellFormed, fc.array(descriptor, { maxLength: 10 })), { maxLength: 6 }),
+        fc.boolean(),
+        fc.nat({ max: 7 }),
+        (copies, indirect, held) => {
+          const r = ring({
+            indirect,
+            position: { nextAvail: held, nextUsed: 0, availWrap: true, usedWrap: true },
+          });
+          const ids = new Set<number>();
+          let slots = 0;
+          for (const copy of copies) {
+            const chain = r.queue.resubmit(copy);
+            if (!chain) continue;
+            expect(chain.id).toBeLessThan(8);
+            expect(ids.has(chain.id)).toBe(false);
+            ids.add(chain.id);
+            accepted++;
+            slots += chain.ringSlots;
+            for (const s of [...chain.readable, ...chain.writable]) {
+              expect(r.memory.checkRange(s.addr, s.len)).toBe(true);
+            }
+          }
+          expect(slots).toBeLessThanOrEqual(held);
+          expect(r.queue.unclaimedSlots).toBe(held - slots);
+          expect(r.queue.broken).toBe(false);
+          expect(r.violations.every((v) => !v.needsReset)).toBe(true);
+        },
+      ),
+      { numRuns: 500 },
+    );
+    // The generator reaches valid copies too, not only refusals.
+    expect(accepted).toBeGreaterThan(10);
   });
 });
