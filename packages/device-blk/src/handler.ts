@@ -97,8 +97,12 @@ export class RequestHandler {
     do {
       queue.disableNotifications();
       for (let chain = queue.pop(); chain; chain = queue.pop()) this.#start(chain);
-      this.#publish();
     } while (queue.enableNotifications());
+    // Requests that completed at once (aio=sync, a memory disk, refusals) are published after
+    // this event-loop turn, with the other kicks' and the thread pool's completions of the same
+    // turn: one used-ring update and at most one interrupt for all of them. Interrupts are what
+    // a guest pays most for (measured: 4 KiB random reads at queue depth 32 under QEMU).
+    if (this.#unpublished) this.#schedulePublish();
   }
 
   /**

@@ -98,7 +98,7 @@ describe.skipIf(!blk)(
         }
 
         /** Sends one request and returns the writable bytes the device reported. */
-        function request(
+        async function request(
           session: DriverSession,
           queue: number,
           readable: Uint8Array,
@@ -106,6 +106,8 @@ describe.skipIf(!blk)(
         ) {
           const token = session.post(queue, readable, room);
           session.kick(queue);
+          // The device publishes the completions of one event-loop turn together, after it.
+          await new Promise((resolve) => setImmediate(resolve));
           expect(session.handleInterrupt()?.used).toBe(true);
           const [done, ...rest] = session.collect(queue);
           expect(rest).toEqual([]);
@@ -129,28 +131,33 @@ describe.skipIf(!blk)(
           const session = await init();
           for (const queue of [0, 1]) {
             const data = new Uint8Array(1024).fill(0x30 + queue);
-            const written = request(session, queue, withData(header(OUT, 8 * queue), data), 1);
+            const written = await request(
+              session,
+              queue,
+              withData(header(OUT, 8 * queue), data),
+              1,
+            );
             expect(written.len).toBe(1);
             expect(written.bytes[0]).toBe(0);
-            const read = request(session, queue, header(IN, 8 * queue), 1025);
+            const read = await request(session, queue, header(IN, 8 * queue), 1025);
             expect(read.len).toBe(1025);
             expect(read.bytes.subarray(0, 1024)).toEqual(data);
             expect(read.bytes[1024]).toBe(0);
           }
-          const id = request(session, 0, header(GET_ID), 21);
+          const id = await request(session, 0, header(GET_ID), 21);
           expect(new TextDecoder().decode(id.bytes.subarray(0, 16))).toBe('conformance-disk');
           expect([...id.bytes.subarray(16)]).toEqual([0, 0, 0, 0, 0]);
-          expect(request(session, 1, header(FLUSH), 1).bytes[0]).toBe(0);
+          expect((await request(session, 1, header(FLUSH), 1)).bytes[0]).toBe(0);
         });
 
         it('refuses a read past the end with IOERR and counts it, staying live', async () => {
           const session = await init();
-          const refused = request(session, 0, header(IN, CAPACITY / 512), 513);
+          const refused = await request(session, 0, header(IN, CAPACITY / 512), 513);
           expect(refused.len).toBe(1);
           expect(fixture.controller.violations.count('BLK_OUT_OF_RANGE')).toBe(1);
           expect(driver.getStatus()).toBe(LIVE);
           // The status byte is the last writable byte, past the reported length.
-          const ok = request(session, 0, header(IN, CAPACITY / 512 - 1), 513);
+          const ok = await request(session, 0, header(IN, CAPACITY / 512 - 1), 513);
           expect(ok.len).toBe(513);
           expect(ok.bytes[512]).toBe(0);
         });
@@ -163,7 +170,7 @@ describe.skipIf(!blk)(
           expect(driver.getStatus()).toBe(0);
           const session = await init();
           expect(driver.readConfig(32, 1)).toBe(1);
-          const read = request(session, 1, header(IN, 0), 513);
+          const read = await request(session, 1, header(IN, 0), 513);
           expect(read.bytes[512]).toBe(0);
         });
       });
