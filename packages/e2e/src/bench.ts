@@ -58,6 +58,8 @@ interface Options {
   readonly output: string;
   /** Appended to every QEMU command line (all servers alike). */
   readonly qemuArgs: readonly string[];
+  /** Only these configurations (keys such as `virtkitSync`, `qsd`), or all. */
+  readonly configs: ReadonlySet<string> | undefined;
 }
 
 function parseBenchArgs(args: string[]) {
@@ -71,6 +73,7 @@ function parseBenchArgs(args: string[]) {
       'iperf-seconds': { type: 'string', default: '5' },
       'image-dir': { type: 'string' },
       'qemu-arg': { type: 'string', multiple: true },
+      configs: { type: 'string' },
       output: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -90,7 +93,8 @@ function parseOptions(argv: string[]): Options {
   if (values.help) {
     console.log(
       'usage: bench [--reps N] [--only blk|net] [--seq-mib 512] [--fio-seconds 10] [--iperf-seconds 5]\n' +
-        '             [--image-dir DIR (default /dev/shm)] [--qemu-arg=ARG ...] [--output FILE]',
+        '             [--image-dir DIR (default /dev/shm)] [--qemu-arg=ARG ...] [--output FILE]\n' +
+        `             [--configs KEY,... (of ${[...BLK_CONFIGS, ...NET_CONFIGS].map((c) => c.key).join(', ')})]`,
     );
     process.exit(0);
   }
@@ -111,8 +115,20 @@ function parseOptions(argv: string[]): Options {
     // tmpfs takes the host's disk (and its noise) out of a comparison of I/O paths.
     imageDir: values['image-dir'] ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir()),
     qemuArgs: values['qemu-arg'] ?? [],
+    configs: parseConfigs(values.configs),
     output: values.output ?? join(repositoryRoot(), 'bench-results', 'vhost-user.json'),
   };
+}
+
+function parseConfigs(text: string | undefined): ReadonlySet<string> | undefined {
+  if (text === undefined) return undefined;
+  const known = new Set([...BLK_CONFIGS, ...NET_CONFIGS].map((config) => config.key));
+  const keys = text.split(',').filter(Boolean);
+  const unknown = keys.filter((key) => !known.has(key));
+  if (keys.length === 0 || unknown.length > 0) {
+    fail(`--configs takes keys among ${[...known].join(', ')}; got '${text}'`);
+  }
+  return new Set(keys);
 }
 
 function fail(message: string): never {
@@ -181,6 +197,7 @@ async function main(): Promise<void> {
         fio?.guestFiles ?? [],
       );
       for (const config of BLK_CONFIGS) {
+        if (options.configs && !options.configs.has(config.key)) continue;
         const why =
           config.server === 'virtkit'
             ? virtkitSkipReason()
@@ -225,6 +242,7 @@ async function main(): Promise<void> {
       else if (!iperf) note('net not measured: no iperf3');
       else {
         for (const config of NET_CONFIGS) {
+          if (options.configs && !options.configs.has(config.key)) continue;
           const why = config.server === 'virtkit' ? virtkitSkipReason() : undefined;
           if (why) note(`${config.name} not measured: ${why}`);
           else netServers.push(config);
