@@ -122,6 +122,8 @@ export interface AttachNetOptions {
   readonly socketDir: string;
   readonly mac?: string;
   readonly reconnect?: number;
+  /** Queue pairs (ours only; the TAP must be multi-queue for more than 1). */
+  readonly queues?: number;
   /**
    * MSI-X for the guest's NIC. Default: on for QEMU's own, off for vhost-user (QEMU 7.2 under
    * TCG crashes with a vhost-user NIC that has MSI-X; see {@link NetAttachment}).
@@ -159,7 +161,7 @@ export async function attachNet(
   const socket = join(options.socketDir, 'virtkit-net.sock');
   const backend = await startVirtkitBackend({
     socket,
-    device: `net,tap=${options.tap}`,
+    device: `net,tap=${options.tap}${options.queues !== undefined ? `,queues=${options.queues}` : ''}`,
     netns: options.netns,
     ...(options.onOutput ? { onOutput: options.onOutput } : {}),
   });
@@ -169,6 +171,7 @@ export async function attachNet(
       socket,
       ...mac,
       ...(options.reconnect !== undefined ? { reconnect: options.reconnect } : {}),
+      ...(options.queues !== undefined ? { queues: options.queues } : {}),
     },
     backend,
     qemuNetns: undefined,

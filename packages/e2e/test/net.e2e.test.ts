@@ -43,16 +43,26 @@ describe.skipIf(skip !== undefined)('network devices in a Linux guest', () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  for (const server of ['virtkit', 'builtin'] as const) {
+  const cases = [
+    { server: 'virtkit', queues: 1 },
+    { server: 'builtin', queues: 1 },
+    // Two queue pairs on two vCPUs: QEMU enables the second pair's rings only once the guest
+    // turns it on through the control queue, and the device must then run on all four rings.
+    { server: 'virtkit', queues: 2 },
+  ] as const;
+  for (const { server, queues } of cases) {
     it.skipIf(server === 'virtkit' && virtkitSkip !== undefined)(
-      `${NET_SERVER_NAMES[server]}: ping, and 8 MiB each way over TCP with matching sha256`,
+      `${NET_SERVER_NAMES[server]}${queues > 1 ? `, ${queues} queue pairs on ${queues} vCPUs` : ''}: ping, and 8 MiB each way over TCP with matching sha256`,
       async () => {
         const L = NET_LAYOUT;
         const netns = await NetworkNamespace.create();
         let peer: TcpPeer | undefined;
         let nic: Awaited<ReturnType<typeof attachNet>> | undefined;
         try {
-          const tap = await netns.addTap({ address: `${L.hostAddress}/${L.prefix}` });
+          const tap = await netns.addTap({
+            address: `${L.hostAddress}/${L.prefix}`,
+            ...(queues > 1 ? { multiQueue: true } : {}),
+          });
           peer = await TcpPeer.start({
             netns: netns.name,
             host: L.hostAddress,
@@ -65,10 +75,12 @@ describe.skipIf(skip !== undefined)('network devices in a Linux guest', () => {
             netns: netns.name,
             tap,
             socketDir: mkdtempSync(join(work, `${server}-`)),
+            ...(queues > 1 ? { queues } : {}),
           });
           const run = await runGuestVm({
             kernel,
             initrd,
+            cpus: queues,
             net: [nic.attachment],
             ...(nic.qemuNetns !== undefined ? { netns: nic.qemuNetns } : {}),
             timeoutMs: RUN_TIMEOUT_MS,
@@ -89,6 +101,12 @@ describe.skipIf(skip !== undefined)('network devices in a Linux guest', () => {
           ).toEqual([]);
           expect(peer.errors(), context).toEqual([]);
           expect(run.qemuStatus, context).toBe(0);
+          if (queues > 1) {
+            // The device ran on every data ring: rx/tx of both pairs (QEMU serves the control queue).
+            expect(nic.backend!.process.output, context).toMatch(
+              /device active: \w+ rings, queues 0, 1, 2, 3,/,
+            );
+          }
           if (nic.backend) {
             // Ours ends when its front-end goes away (QEMU exited): cleanly, status 0.
             const end = await nic.backend.process.wait(10_000);
