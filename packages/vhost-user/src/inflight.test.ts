@@ -314,3 +314,55 @@ describe('inflight area, packed rings', () => {
     expect(shared.packedQueue(0, 16, ring)!.recover(start).restored).toBe(true);
   });
 });
+
+/** A DataView that records which bytes are written through its set* methods. */
+class RecordingView extends DataView<ArrayBuffer> {
+  readonly writes: number[] = [];
+  override setUint8(offset: number, value: number): void {
+    this.writes.push(offset);
+    super.setUint8(offset, value);
+  }
+  override setUint16(offset: number, value: number, littleEndian?: boolean): void {
+    this.writes.push(offset, offset + 1);
+    super.setUint16(offset, value, littleEndian);
+  }
+}
+
+describe('packed record commit', () => {
+  it('commits the used index and wrap counter in one store: a kill cannot tear the position', () => {
+    // A 4-slot ring whose device is at slot 3; one chain is taken and returned, so the batch
+    // crosses the end of the ring (used position 3 → 0, wrap counter flips).
+    const size = 4;
+    const region = new RecordingView(new ArrayBuffer(inflightQueueBytes(size, 'packed')));
+    const ring = new DataView(new ArrayBuffer(16 * size));
+    const start = { nextAvail: 3, availWrap: true, nextUsed: 3, usedWrap: true };
+    const record = new PackedInflight(region, size, ring);
+    record.recover(start);
+    ring.setBigUint64(48, 0x1000n, true);
+    ring.setUint32(56, 512, true);
+    ring.setUint16(60, 1, true);
+    ring.setUint16(62, 1 << 7, true); // available, wrap 1
+    const entry = record.popped(1);
+    record.added(entry);
+    record.publishing(0, false);
+    ring.setUint16(62, (1 << 7) | (1 << 15), true); // the device made it used
+    const before = new Uint8Array(region.buffer.slice(0));
+    region.writes.length = 0;
+    record.published();
+    // No byte of the committed used position (old_used_idx at 18, old wrap counter at 21) is
+    // written on its own: the commit is one 8-byte store of bytes 16-23.
+    expect(region.writes.filter((offset) => offset >= 16 && offset < 24)).toEqual([]);
+    expect(new PackedInflight(region, size, ring).recover(start).position).toMatchObject({
+      nextUsed: 0,
+      usedWrap: false,
+    });
+    // Killed before that store (only the old free head written): the ring shows the batch, so
+    // recovery completes it to the same position.
+    const torn = new DataView(before.buffer.slice(0));
+    torn.setUint16(14, region.getUint16(14, true), true);
+    expect(new PackedInflight(torn, size, ring).recover(start).position).toMatchObject({
+      nextUsed: 0,
+      usedWrap: false,
+    });
+  });
+});

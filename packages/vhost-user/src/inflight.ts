@@ -428,6 +428,8 @@ export class PackedInflight {
   readonly ringSize: number;
   readonly #data: DataView;
   readonly #ring: DataView;
+  /** Bytes 16-23 of the record as one word, for the commit store. */
+  readonly #usedWord: BigUint64Array;
   /** The record's links, kept here so a scribbled record cannot derail the device. */
   readonly #next: Uint16Array;
   readonly #last: Uint16Array;
@@ -447,6 +449,13 @@ export class PackedInflight {
     this.#data = data;
     this.ringSize = ringSize;
     this.#ring = ring;
+    if ((data.byteOffset + P_USED_IDX) % 8 !== 0) {
+      throw new VhostUserError(
+        'VHOST_USER_MEMORY',
+        `packed inflight record at byte ${data.byteOffset} is not 8-byte aligned`,
+      );
+    }
+    this.#usedWord = new BigUint64Array(data.buffer, data.byteOffset + P_USED_IDX, 1);
     this.#next = new Uint16Array(ringSize);
     this.#last = new Uint16Array(ringSize);
     this.#num = new Uint16Array(ringSize);
@@ -454,6 +463,26 @@ export class PackedInflight {
 
   #entry(index: number): number {
     return INFLIGHT_PACKED_HEADER + index * INFLIGHT_PACKED_DESC;
+  }
+
+  /**
+   * Writes bytes 16-23 (used_idx, old_used_idx, used_wrap_counter, old_used_wrap_counter and the
+   * available position kept in the padding) as ONE 8-byte store: a back-end killed at any
+   * instruction leaves either all of the old values or all of the new ones. Separate stores could
+   * leave an old index with a new wrap counter, which recovery would read as a different ring
+   * position.
+   */
+  #storeUsedWord(used: number, usedWrap: boolean, oldUsed: number, oldWrap: boolean): void {
+    const avail = this.#data.getUint16(P_AVAIL, true);
+    const word =
+      BigInt(used) |
+      (BigInt(oldUsed) << 16n) |
+      (BigInt(usedWrap ? 1 : 0) << 32n) |
+      (BigInt(oldWrap ? 1 : 0) << 40n) |
+      (BigInt(avail) << 48n);
+    // Little-endian host (x86-64, the only one @virtkit/linux runs on): the word's bytes are
+    // the fields in record order.
+    Atomics.store(this.#usedWord, 0, word);
   }
 
   /**
@@ -642,11 +671,7 @@ export class PackedInflight {
   }
 
   #writeUsed(used: number, usedWrap: boolean): void {
-    const data = this.#data;
-    data.setUint16(P_USED_IDX, used, true);
-    data.setUint8(P_USED_WRAP, usedWrap ? 1 : 0);
-    data.setUint8(P_OLD_USED_WRAP, usedWrap ? 1 : 0);
-    data.setUint16(P_OLD_USED_IDX, used, true);
+    this.#storeUsedWord(used, usedWrap, used, usedWrap);
   }
 
   #setAvail(slot: number, wrap: boolean): void {
@@ -757,9 +782,9 @@ export class PackedInflight {
     for (const head of this.#batch) data.setUint8(this.#entry(head) + E_INFLIGHT, 0);
     this.#batch.length = 0;
     data.setUint16(P_OLD_FREE_HEAD, this.#freeHead, true);
-    data.setUint8(P_OLD_USED_WRAP, this.#pendingWrap ? 1 : 0);
-    // Last: until the used index matches, recovery looks at the ring to decide.
-    data.setUint16(P_OLD_USED_IDX, this.#pendingUsed, true);
+    // Last, and in one store: until the old fields match the pending ones, recovery looks at the
+    // ring to decide whether the batch reached the driver.
+    this.#storeUsedWord(this.#pendingUsed, this.#pendingWrap, this.#pendingUsed, this.#pendingWrap);
   }
 
   /** Head entries of the chains in flight now, oldest first (for tests and diagnostics). */
