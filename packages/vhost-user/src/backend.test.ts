@@ -410,6 +410,31 @@ describe('device state messages', () => {
     expect(backend.activeQueues).toEqual([0, 1]);
   });
 
+  it('stopping a ring the device does not run on leaves the device running on the others', async () => {
+    const { backend, frontend } = pair(new EchoDevice({ queues: 2 }), { size: 2 << 20 });
+    await frontend.handshake();
+    const first = await frontend.startQueue(0);
+    await frontend.startQueue(1, { enable: false });
+    expect(await echo(first, 'one')).toBe('eno');
+    expect(backend.activeQueues).toEqual([0]);
+    await frontend.request(Request.GET_VRING_BASE, vringStatePayload(1, 0));
+    expect(backend.activeQueues).toEqual([0]);
+    // A later stop-and-restart (the same memory as two regions) brings it back on ring 0.
+    const [region] = frontend.guest.regions;
+    const half = region!.size / 2n;
+    await frontend.setMemTable([
+      { ...region!, size: half },
+      {
+        guestAddress: region!.guestAddress + half,
+        size: half,
+        userAddress: region!.userAddress + half,
+        mmapOffset: half,
+      },
+    ]);
+    expect(await echo(first, 'two')).toBe('owt');
+    expect(backend.activeQueues).toEqual([0]);
+  });
+
   it('moves no data on a disabled ring; enabling it again resumes where it stopped', async () => {
     const { backend, frontend } = pair(new EchoDevice({ queues: 2 }));
     await frontend.handshake();

@@ -728,8 +728,15 @@ export class VhostUserBackend {
       case Request.GET_VRING_BASE: {
         const { index } = decodeVringState(message);
         const ring = this.#ring(session, index);
-        if (this.#active?.rings.includes(index)) await this.#stopDevice(`queue ${index} stopped`);
-        session.halted = true;
+        // Stopping a ring the device runs on stops the device, and it stays stopped (no restart
+        // on a kick) until the front-end starts a ring again. A ring the device does not run on
+        // (disabled, never started) stops alone: the device goes on with the others.
+        if (this.#active?.rings.includes(index)) {
+          await this.#stopDevice(`queue ${index} stopped`);
+          session.halted = true;
+        } else if (!this.#active) {
+          session.halted = true;
+        }
         ring.started = false;
         this.#closeKick(ring);
         const layout: RingLayout = (session.features ?? 0n) & RING_PACKED ? 'packed' : 'split';
