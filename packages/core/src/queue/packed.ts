@@ -366,6 +366,14 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.#nextAvail = slot;
     this.#availWrap = wrap;
     this.#outstanding += slots;
+    const chain = this.#issue(id, slots);
+    this.#readable = null;
+    this.#writable = null;
+    return chain;
+  }
+
+  /** Records buffer `id` as in flight over `slots` ring slots: the chain just walked. */
+  #issue(id: number, slots: number): DescriptorChain {
     this.#inFlight++;
     this.#idSlots[id] = slots;
     this.#idWritable[id] = this.#writableLength;
@@ -379,8 +387,6 @@ export class PackedDeviceQueue implements DeviceQueue {
       slots,
     );
     this.#idChain[id] = chain;
-    this.#readable = null;
-    this.#writable = null;
     return chain;
   }
 
@@ -588,20 +594,7 @@ export class PackedDeviceQueue implements DeviceQueue {
     }
     // Its slots were counted in flight when the queue was created; they are released by addUsed.
     this.#unclaimed -= count;
-    this.#inFlight++;
-    this.#idSlots[id] = count;
-    this.#idWritable[id] = this.#writableLength;
-    const chain = new DescriptorChain(
-      this.#memory,
-      id,
-      this.#readable ?? NO_SEGMENTS,
-      this.#writable ?? NO_SEGMENTS,
-      this.#readableLength,
-      this.#writableLength,
-      count,
-    );
-    this.#idChain[id] = chain;
-    return chain;
+    return this.#issue(id, count);
   }
 
   /** True if a chain is available (without consuming or validating it). */
