@@ -79,10 +79,6 @@ export async function openFileBackend(options: FileBackendOptions): Promise<File
       'direct I/O needs O_DIRECT and @virtkit/linux (Linux on x86_64)',
     );
   }
-  const aio = options.aio ?? 'threads';
-  if (aio === 'sync' && !io.hostIo) {
-    throw new BlockError('BLK_OPTIONS', 'aio=sync needs @virtkit/linux (Linux on x86_64)');
-  }
   const flags =
     (readOnly ? OpenFlags.RDONLY : OpenFlags.RDWR) |
     (direct ? OpenFlags.DIRECT : 0) |
@@ -126,7 +122,7 @@ export async function openFileBackend(options: FileBackendOptions): Promise<File
       path: options.path,
       readOnly,
       directAlignment: direct ? directAlignment : 0,
-      aio,
+      aio: options.aio ?? 'threads',
     });
   } catch (error) {
     await io.close(fd).catch(() => {});
@@ -211,11 +207,7 @@ export class FileBackend implements BlockBackend {
       this.stats.bounced++;
       const bounce = this.#io.alignedBuffer!(totalLength(buffers), PAGE_SIZE);
       await this.#transfer('read', offset, [bounce]);
-      let at = 0;
-      for (const buffer of buffers) {
-        buffer.set(bounce.subarray(at, at + buffer.length));
-        at += buffer.length;
-      }
+      scatter(bounce, buffers);
       return;
     }
     await this.#transfer('read', offset, buffers);
@@ -226,11 +218,7 @@ export class FileBackend implements BlockBackend {
     if (this.directAlignment && !this.#aligned(buffers)) {
       this.stats.bounced++;
       const bounce = this.#io.alignedBuffer!(totalLength(buffers), PAGE_SIZE);
-      let at = 0;
-      for (const buffer of buffers) {
-        bounce.set(buffer, at);
-        at += buffer.length;
-      }
+      gather(buffers, bounce);
       await this.#transfer('write', offset, [bounce]);
       return;
     }
@@ -240,8 +228,9 @@ export class FileBackend implements BlockBackend {
   /** A read into guest memory: with `aio=sync`, one `preadv` on host addresses, no views. */
   readGuest(offset: number, memory: GuestMemory, ranges: readonly Segment[]): void | Promise<void> {
     if (this.aio !== 'sync') return this.read(offset, viewsOf(memory, ranges));
-    this.#check(offset, totalRangeLength(ranges), false);
-    this.#syncTransfer('read', offset, memory, ranges);
+    const length = totalRangeLength(ranges);
+    this.#check(offset, length, false);
+    this.#syncTransfer('read', offset, length, memory, ranges);
   }
 
   /** A write from guest memory: with `aio=sync`, one `pwritev` on host addresses, no views. */
@@ -251,8 +240,9 @@ export class FileBackend implements BlockBackend {
     ranges: readonly Segment[],
   ): void | Promise<void> {
     if (this.aio !== 'sync') return this.write(offset, viewsOf(memory, ranges));
-    this.#check(offset, totalRangeLength(ranges), true);
-    this.#syncTransfer('write', offset, memory, ranges);
+    const length = totalRangeLength(ranges);
+    this.#check(offset, length, true);
+    this.#syncTransfer('write', offset, length, memory, ranges);
   }
 
   async flush(): Promise<void> {
@@ -371,6 +361,7 @@ export class FileBackend implements BlockBackend {
   #syncTransfer(
     direction: 'read' | 'write',
     offset: number,
+    length: number,
     memory: GuestMemory,
     ranges: readonly Segment[],
   ): void {
@@ -401,6 +392,24 @@ export class FileBackend implements BlockBackend {
         }
       }
     }
+    const moved = this.#hostTransfer(direction, addresses, lengths, offset);
+    // A read that met the end of the file (the image shrank under us): the rest reads as a hole.
+    if (moved < length) zeroFrom(viewsOf(memory, ranges), moved);
+  }
+
+  /**
+   * Moves the host pieces (`addresses[i]`, `lengths[i]`) to or from the file at `offset` with
+   * `preadv`/`pwritev`, in batches of 1024 and repeating after short transfers. Returns the
+   * bytes moved: fewer only when a read met the end of the file. A write that makes no progress
+   * throws.
+   */
+  #hostTransfer(
+    direction: 'read' | 'write',
+    addresses: readonly number[],
+    lengths: readonly number[],
+    offset: number,
+  ): number {
+    const host = this.#io.hostIo!;
     const iov = this.#iovec(host);
     const fd = this.#fd;
     let position = offset;
@@ -421,13 +430,7 @@ export class FileBackend implements BlockBackend {
             `write to '${this.path}' at ${position} made no progress`,
           );
         }
-        // End of file (the image shrank under us): the rest reads as a hole would.
-        let at = position - offset;
-        for (const view of viewsOf(memory, ranges)) {
-          if (at < view.length) view.fill(0, Math.max(at, 0));
-          at -= view.length;
-        }
-        return;
+        break;
       }
       position += done;
       let left = done;
@@ -443,48 +446,20 @@ export class FileBackend implements BlockBackend {
         }
       }
     }
+    return position - offset;
   }
 
   /** `aio=sync` under `O_DIRECT` with unaligned guest buffers: through an aligned bounce buffer. */
   #syncBounce(direction: 'read' | 'write', offset: number, views: readonly Uint8Array[]): void {
     this.stats.bounced++;
-    const host = this.#io.hostIo!;
     const length = totalLength(views);
     const bounce = this.#io.alignedBuffer!(length, PAGE_SIZE);
-    const base = host.addressOf(bounce);
-    const iov = this.#iovec(host);
-    if (direction === 'write') {
-      let at = 0;
-      for (const view of views) {
-        bounce.set(view, at);
-        at += view.length;
-      }
-    }
-    let done = 0;
-    while (done < length) {
-      iov.clear().pushAddress(base + done, length - done);
-      const step =
-        direction === 'read'
-          ? host.preadv(this.#fd, iov, offset + done)
-          : host.pwritev(this.#fd, iov, offset + done);
-      if (step === 0) {
-        if (direction === 'write') {
-          throw new BlockError(
-            'BLK_IMAGE_OPEN',
-            `write to '${this.path}' at ${offset + done} made no progress`,
-          );
-        }
-        bounce.fill(0, done);
-        break;
-      }
-      done += step;
-    }
+    if (direction === 'write') gather(views, bounce);
+    const base = this.#io.hostIo!.addressOf(bounce);
+    const moved = this.#hostTransfer(direction, [base], [length], offset);
     if (direction === 'read') {
-      let at = 0;
-      for (const view of views) {
-        view.set(bounce.subarray(at, at + view.length));
-        at += view.length;
-      }
+      bounce.fill(0, moved);
+      scatter(bounce, views);
     }
   }
 
@@ -523,6 +498,33 @@ export class FileBackend implements BlockBackend {
     if (this.#closed) {
       throw new BlockError('BLK_BACKEND_CLOSED', `disk image '${this.path}' is closed`);
     }
+  }
+}
+
+/** Copies `views`, in order, into `target`. */
+function gather(views: readonly Uint8Array[], target: Uint8Array): void {
+  let at = 0;
+  for (const view of views) {
+    target.set(view, at);
+    at += view.length;
+  }
+}
+
+/** Copies `source`, in order, across `views`. */
+function scatter(source: Uint8Array, views: readonly Uint8Array[]): void {
+  let at = 0;
+  for (const view of views) {
+    view.set(source.subarray(at, at + view.length));
+    at += view.length;
+  }
+}
+
+/** Zeroes `views` from byte `start` of their concatenation on. */
+function zeroFrom(views: readonly Uint8Array[], start: number): void {
+  let at = start;
+  for (const view of views) {
+    if (at < view.length) view.fill(0, Math.max(at, 0));
+    at -= view.length;
   }
 }
 
