@@ -37,6 +37,21 @@ const layouts: RingLayout[] = ['split', 'packed'];
 const EVENT_IDX = featureBit(Feature.RING_EVENT_IDX);
 const INDIRECT = featureBit(Feature.RING_INDIRECT_DESC);
 
+/** The front-end's one memory region described as two halves: a new table for the same RAM. */
+function inTwoHalves(frontend: TestFrontend) {
+  const [region] = frontend.guest.regions;
+  const half = region!.size / 2n;
+  return [
+    { ...region!, size: half },
+    {
+      guestAddress: region!.guestAddress + half,
+      size: half,
+      userAddress: region!.userAddress + half,
+      mmapOffset: half,
+    },
+  ];
+}
+
 describe('requests through a vhost-user back-end', () => {
   for (const layout of layouts) {
     for (const eventIdx of [false, true]) {
@@ -420,17 +435,7 @@ describe('device state messages', () => {
     await frontend.request(Request.GET_VRING_BASE, vringStatePayload(1, 0));
     expect(backend.activeQueues).toEqual([0]);
     // A later stop-and-restart (the same memory as two regions) brings it back on ring 0.
-    const [region] = frontend.guest.regions;
-    const half = region!.size / 2n;
-    await frontend.setMemTable([
-      { ...region!, size: half },
-      {
-        guestAddress: region!.guestAddress + half,
-        size: half,
-        userAddress: region!.userAddress + half,
-        mmapOffset: half,
-      },
-    ]);
+    await frontend.setMemTable(inTwoHalves(frontend));
     expect(await echo(first, 'two')).toBe('owt');
     expect(backend.activeQueues).toEqual([0]);
   });
@@ -477,17 +482,7 @@ describe('device state messages', () => {
     const queue = await frontend.startQueue(0);
     expect(await echo(queue, 'first table')).toBe(reversed('first table'));
     // The same memory described as two regions: the device is restarted on the new table.
-    const [region] = frontend.guest.regions;
-    const half = region!.size / 2n;
-    await frontend.setMemTable([
-      { ...region!, size: half },
-      {
-        guestAddress: region!.guestAddress + half,
-        size: half,
-        userAddress: region!.userAddress + half,
-        mmapOffset: half,
-      },
-    ]);
+    await frontend.setMemTable(inTwoHalves(frontend));
     expect(await echo(queue, 'second table')).toBe(reversed('second table'));
     expect(device.activations).toBe(2);
     // The same table again changes nothing.
