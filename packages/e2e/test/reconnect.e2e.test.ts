@@ -43,6 +43,16 @@ const RECONNECT_SETTLE_MS = 1_000;
 /** How long the busy guest writes before the kill, and after the restart. */
 const BUSY_RUN_MS = 2_000;
 
+/** What a failing assertion shows: the guest console's tail and each backend's log tail. */
+function runContext(
+  vm: { readonly output: string },
+  backends: readonly VhostUserBackend[],
+): string {
+  return `${outputTail(vm.output, 60)}\n${backends
+    .map((backend, i) => `backend #${i + 1}:\n${outputTail(backend.process.output, 20)}`)
+    .join('\n')}`;
+}
+
 const guestSkip = await guestSkipReason();
 reportSkip('reconnect guest tests', guestSkip);
 const virtkitSkip = virtkitSkipReason();
@@ -97,10 +107,7 @@ describe.skipIf(guestSkip !== undefined)(
               : startStorageDaemon({ socket, image });
           const backends: VhostUserBackend[] = [disk.backend!];
           const vm = startGuestVm({ kernel, initrd, blk: [disk.attachment] });
-          const context = () =>
-            `${outputTail(vm.output, 60)}\n${backends
-              .map((backend, i) => `backend #${i + 1}:\n${outputTail(backend.process.output, 20)}`)
-              .join('\n')}`;
+          const context = () => runContext(vm, backends);
           try {
             await vm.waitFor(IDLE_MARKER, { timeoutMs: STEP_TIMEOUT_MS });
             const status = await backends[0]!.stop(signal);
@@ -164,10 +171,7 @@ describe.skipIf(guestSkip !== undefined || virtkitSkip !== undefined)(
           const socket = disk.attachment.socket;
           const backends: VhostUserBackend[] = [disk.backend!];
           const vm = startGuestVm({ kernel, initrd, blk: [disk.attachment] });
-          const context = () =>
-            `${outputTail(vm.output, 60)}\n${backends
-              .map((backend, i) => `backend #${i + 1}:\n${outputTail(backend.process.output, 20)}`)
-              .join('\n')}`;
+          const context = () => runContext(vm, backends);
           try {
             await vm.waitFor(BUSY_MARKER, { timeoutMs: STEP_TIMEOUT_MS });
             // Let the writers get going, then crash the backend under them, at an instant one of
