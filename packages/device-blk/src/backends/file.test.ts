@@ -368,25 +368,36 @@ describe('BlockDevice over a file', () => {
     ).toBe(true);
   });
 
-  it('does zero-copy I/O into SharedArrayBuffer guest memory in two regions', async () => {
-    const path = image(1 << 20, 6);
-    const device = new BlockDevice({ backend: await openFileBackend({ path }) });
-    const driver = await TestDriver.create(device, { memory: { shared: true, regions: 2 } });
-    expect(driver.memory.regions[0]!.bytes.buffer).toBeInstanceOf(SharedArrayBuffer);
-    // The harness spreads buffers over both regions, so one request spans them.
-    const data = Uint8Array.from({ length: 2048 }, (_, i) => i & 0xff);
-    const write = await blkRequest(
-      driver,
-      0,
-      [header(T.OUT, 4), data.subarray(0, 1024), data.subarray(1024)],
-      [1],
-    );
-    expect(write.status).toBe(BlkStatus.OK);
-    const read = await blkRequest(driver, 0, [header(T.IN, 4)], [1024, 1024, 1]);
-    expect(read.data).toEqual(data);
-    await device.close();
-    expect(readFileSync(path).subarray(2048, 4096)).toEqual(Buffer.from(data));
-  });
+  for (const aio of ['threads', 'sync'] as const) {
+    it(`does zero-copy I/O into SharedArrayBuffer guest memory in two regions, split and packed (aio=${aio})`, async () => {
+      const path = image(1 << 20, 6);
+      const device = new BlockDevice({ backend: await openFileBackend({ path, aio }) });
+      for (const layout of ['split', 'packed'] as const) {
+        const driver = await TestDriver.create(device, {
+          layout,
+          memory: { shared: true, regions: 2 },
+        });
+        expect(driver.memory.regions[0]!.bytes.buffer).toBeInstanceOf(SharedArrayBuffer);
+        // The harness spreads buffers over both regions, so one request spans them.
+        const data = Uint8Array.from(
+          { length: 2048 },
+          (_, i) => (i + (layout === 'split' ? 0 : 1)) & 0xff,
+        );
+        const write = await blkRequest(
+          driver,
+          0,
+          [header(T.OUT, 4), data.subarray(0, 1024), data.subarray(1024)],
+          [1],
+        );
+        expect(write.status).toBe(BlkStatus.OK);
+        const read = await blkRequest(driver, 0, [header(T.IN, 4)], [1024, 1024, 1]);
+        expect(read.data).toEqual(data);
+        expect(readFileSync(path).subarray(2048, 4096)).toEqual(Buffer.from(data));
+        await driver.reset();
+      }
+      await device.close();
+    });
+  }
 
   it('refuses writes to a read-only image', async () => {
     const path = image(64 * 1024, 4);
@@ -522,30 +533,6 @@ describe('FileBackend aio=sync', () => {
     const file = readFileSync(path);
     expect(file.subarray(4096, 8192).every((b) => b === 0x42)).toBe(true);
     expect(file.subarray(0, 512).every((b) => b === 0x43)).toBe(true);
-  });
-
-  it('serves a device over split and packed rings, across two guest regions', async () => {
-    const path = image(1 << 20, 6);
-    const device = new BlockDevice({ backend: await openFileBackend({ path, aio: 'sync' }) });
-    for (const layout of ['split', 'packed'] as const) {
-      const driver = await TestDriver.create(device, { layout, memory: { regions: 2 } });
-      const data = Uint8Array.from(
-        { length: 2048 },
-        (_, i) => (i + (layout === 'split' ? 0 : 1)) & 0xff,
-      );
-      const write = await blkRequest(
-        driver,
-        0,
-        [header(T.OUT, 4), data.subarray(0, 1024), data.subarray(1024)],
-        [1],
-      );
-      expect(write.status).toBe(BlkStatus.OK);
-      const read = await blkRequest(driver, 0, [header(T.IN, 4)], [1024, 1024, 1]);
-      expect(read.data).toEqual(data);
-      expect(readFileSync(path).subarray(2048, 4096)).toEqual(Buffer.from(data));
-      await driver.reset();
-    }
-    await device.close();
   });
 
   it('needs @virtkit/linux', async () => {
