@@ -277,11 +277,7 @@ export class PackedDeviceQueue implements DeviceQueue {
 
     const desc32 = this.#desc32;
     const size = this.size;
-    this.#readable = null;
-    this.#writable = null;
-    this.#readableLength = 0;
-    this.#writableLength = 0;
-    this.#sawWritable = false;
+    this.#beginChain();
     let slots = 1;
     for (;;) {
       const base = slot << 2;
@@ -370,6 +366,15 @@ export class PackedDeviceQueue implements DeviceQueue {
     this.#readable = null;
     this.#writable = null;
     return chain;
+  }
+
+  /** Clears the segments and lengths of the chain walk about to start. */
+  #beginChain(): void {
+    this.#readable = null;
+    this.#writable = null;
+    this.#readableLength = 0;
+    this.#writableLength = 0;
+    this.#sawWritable = false;
   }
 
   /** Records buffer `id` as in flight over `slots` ring slots: the chain just walked. */
@@ -528,11 +533,7 @@ export class PackedDeviceQueue implements DeviceQueue {
   #takeSaved(descriptors: readonly PackedDescriptor[]): DescriptorChain | null {
     const count = descriptors.length;
     const size = this.size;
-    this.#readable = null;
-    this.#writable = null;
-    this.#readableLength = 0;
-    this.#writableLength = 0;
-    this.#sawWritable = false;
+    this.#beginChain();
     if (count === 0 || count > size) {
       return this.#violation(
         'CHAIN_TOO_LONG',
