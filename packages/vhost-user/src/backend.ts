@@ -731,12 +731,8 @@ export class VhostUserBackend {
         // Stopping a ring the device runs on stops the device, and it stays stopped (no restart
         // on a kick) until the front-end starts a ring again. A ring the device does not run on
         // (disabled, never started) stops alone: the device goes on with the others.
-        if (this.#active?.rings.includes(index)) {
-          await this.#stopDevice(`queue ${index} stopped`);
-          session.halted = true;
-        } else if (!this.#active) {
-          session.halted = true;
-        }
+        if (this.#active?.rings.includes(index)) await this.#stopDevice(`queue ${index} stopped`);
+        if (!this.#active) session.halted = true;
         ring.started = false;
         this.#closeKick(ring);
         const layout: RingLayout = (session.features ?? 0n) & RING_PACKED ? 'packed' : 'split';
