@@ -840,21 +840,24 @@ describe('SplitDeviceQueue notification suppression', () => {
     expect(r.usedFlags()).toBe(0);
   });
 
-  it('with EVENT_IDX leaves flags alone and keeps avail_event at the next entry', () => {
+  it('with EVENT_IDX keeps avail_event at the next entry, and behind it while disabled', () => {
     const r = raw({ eventIdx: true });
-    for (let i = 0; i < 4; i++) r.desc(i, DATA, 1);
+    for (let i = 0; i < 6; i++) r.desc(i, DATA, 1);
+    r.offer(0, 1);
+    r.queue.pop();
+    expect(r.availEvent()).toBe(1); // enabled: each pop names the next entry
     r.queue.disableNotifications();
-    expect(r.usedFlags()).toBe(0);
-    expect(r.availEvent()).toBe(0);
-    r.offer(0, 1, 2);
+    expect(r.usedFlags()).toBe(0); // flags are not used with EVENT_IDX
     r.queue.pop();
-    expect(r.availEvent()).toBe(1);
+    r.offer(2, 3);
     r.queue.pop();
     r.queue.pop();
-    expect(r.availEvent()).toBe(3);
-    r.offer(3);
-    expect(r.queue.enableNotifications()).toBe(true); // entry 3 is already there
-    expect(r.availEvent()).toBe(3);
+    expect(r.availEvent()).toBe(1); // disabled: left behind, so the driver does not kick
+    r.offer(4);
+    expect(r.queue.enableNotifications()).toBe(true); // entry 4 is already there
+    expect(r.availEvent()).toBe(4);
+    r.queue.pop();
+    expect(r.availEvent()).toBe(5); // enabled again
   });
 
   it('enableNotifications reports buffers added between an empty pop and the enable', () => {

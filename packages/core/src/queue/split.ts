@@ -272,8 +272,9 @@ export class SplitDeviceQueue implements DeviceQueue {
     const next = (nextAvail + 1) & 0xffff;
     this.#nextAvail = next;
     // Keep avail_event at the next entry to consume (QEMU virtqueue_split_pop), so with
-    // EVENT_IDX the driver kicks only when it adds the entry the device would next look at.
-    if (this.#eventIdx) this.#used16[this.#availEventSlot] = next;
+    // EVENT_IDX the driver kicks only when it adds the entry the device would next look at —
+    // unless notifications are disabled: then it stays behind, and the driver does not kick.
+    if (this.#eventIdx && !this.#notificationsDisabled) this.#used16[this.#availEventSlot] = next;
     return chain;
   }
 
@@ -341,13 +342,14 @@ export class SplitDeviceQueue implements DeviceQueue {
   }
 
   /**
-   * Asks the driver not to kick: sets VIRTQ_USED_F_NO_NOTIFY. With EVENT_IDX nothing is written:
-   * avail_event simply stays at the entry the device will consume next.
+   * Asks the driver not to kick: sets VIRTQ_USED_F_NO_NOTIFY. With EVENT_IDX nothing is written,
+   * but {@link pop} stops moving avail_event, so the driver kicks at most once more (when it
+   * passes the entry it names) until {@link enableNotifications} — as Linux's vhost does.
    */
   disableNotifications(): void {
-    if (this.#detached || this.#eventIdx || this.#notificationsDisabled) return;
+    if (this.#detached || this.#notificationsDisabled) return;
     this.#notificationsDisabled = true;
-    Atomics.store(this.#used16, 0, VIRTQ_USED_F_NO_NOTIFY);
+    if (!this.#eventIdx) Atomics.store(this.#used16, 0, VIRTQ_USED_F_NO_NOTIFY);
   }
 
   /**
@@ -358,6 +360,7 @@ export class SplitDeviceQueue implements DeviceQueue {
   enableNotifications(): boolean {
     if (this.#broken || this.#detached) return false;
     if (this.#eventIdx) {
+      this.#notificationsDisabled = false;
       Atomics.store(this.#used16, this.#availEventSlot, this.#nextAvail);
     } else if (this.#notificationsDisabled) {
       this.#notificationsDisabled = false;
