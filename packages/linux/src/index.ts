@@ -110,6 +110,7 @@ export {
 export { Epoll, type EpollEvent } from './epoll.js';
 export { errnoName, errnoValue, LinuxError } from './errors.js';
 export { drainEventfd, eventfd, signalEventfd } from './eventfd.js';
+
 export {
   blockDeviceSize,
   blockDiscard,
@@ -172,6 +173,7 @@ export {
   type TapOptions,
   tunFeatures,
 } from './tap.js';
+export { PreciseTimer } from './timer.js';
 export {
   type FdEvents,
   FdWatcher,

@@ -41,6 +41,8 @@ export interface Libc {
   fcntl: Bound<[fd: number, command: number, argument: number]>;
   ioctl: Bound<[fd: number, request: number, argument: Pointer]>;
   eventfd: Bound<[initial: number, flags: number]>;
+  timerfd_create: Bound<[clock: number, flags: number]>;
+  timerfd_settime: Bound<[fd: number, flags: number, value: Pointer, old: Pointer]>;
   epoll_create1: Bound<[flags: number]>;
   epoll_ctl: Bound<[epfd: number, operation: number, fd: number, event: Pointer]>;
   epoll_wait: Bound<[epfd: number, events: Pointer, maxEvents: number, timeout: number]>;
@@ -109,6 +111,10 @@ function load(): Libc {
     fcntl: f('int fcntl(int fd, int cmd, long arg)'),
     ioctl: f('int ioctl(int fd, unsigned long request, void *arg)'),
     eventfd: f('int eventfd(unsigned int initval, int flags)'),
+    timerfd_create: f('int timerfd_create(int clockid, int flags)'),
+    timerfd_settime: f(
+      'int timerfd_settime(int fd, int flags, const void *new_value, void *old_value)',
+    ),
     epoll_create1: f('int epoll_create1(int flags)'),
     epoll_ctl: f('int epoll_ctl(int epfd, int op, int fd, void *event)'),
     epoll_wait: f('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
