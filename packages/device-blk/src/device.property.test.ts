@@ -25,6 +25,7 @@ import { totalRangeLength } from './backends/range.js';
 import type { BlockBackend } from './backends/types.js';
 import { BlkStatus } from './constants.js';
 import { BlockDevice, MAX_UNMAP_SECTORS, MAX_UNMAP_SEGMENTS } from './device.js';
+import type { ModerationTimer } from './moderation.js';
 import { concat, header, postBlk, segments } from './test-support.js';
 
 const CAPACITY = 64 * 1024;
@@ -251,6 +252,23 @@ function firstDifference(a: Uint8Array, b: Uint8Array): number {
   return -1;
 }
 
+/**
+ * A moderation timer on `setTimeout` (millisecond grain): with moderation on, requests posted
+ * while an interrupt is held are taken only by the moderator's poll, so a lost poll would hang.
+ */
+function timeoutTimer(fire: () => void): ModerationTimer {
+  let pending: ReturnType<typeof setTimeout> | undefined;
+  const cancel = () => clearTimeout(pending);
+  return {
+    start: (micros) => {
+      cancel();
+      pending = setTimeout(fire, micros / 1000);
+    },
+    cancel,
+    close: cancel,
+  };
+}
+
 async function runBatch(
   backend: BlockBackend,
   disk: () => Uint8Array,
@@ -258,9 +276,13 @@ async function runBatch(
   readOnly: boolean,
   requests: HostileRequest[],
   sequential: boolean,
+  moderated = false,
 ): Promise<void> {
   const strays: string[] = [];
-  const device = new BlockDevice({ backend: guarded(backend, strays) });
+  const device = new BlockDevice({
+    backend: guarded(backend, strays),
+    ...(moderated && { moderation: { timer: timeoutTimer } }),
+  });
   const driver = await TestDriver.create(device, { layout, memory: { size: 2 << 20 } });
   const shadow = disk().slice();
   const groups = sequential ? requests.map((r) => [r]) : [requests];
@@ -336,16 +358,17 @@ const wellFormedArb: fc.Arbitrary<HostileRequest> = fc
 const batchArb = fc.record({
   layout: fc.constantFrom<RingLayout>('split', 'packed'),
   readOnly: fc.boolean(),
+  moderated: fc.boolean(),
   requests: fc.array(requestArb, { minLength: 1, maxLength: 8 }),
 });
 
 describe('BlockDevice under hostile requests', () => {
   it('answers per spec and stays inside an in-memory disk', async () => {
     await fc.assert(
-      fc.asyncProperty(batchArb, async ({ layout, readOnly, requests }) => {
+      fc.asyncProperty(batchArb, async ({ layout, readOnly, moderated, requests }) => {
         const data = Uint8Array.from({ length: CAPACITY }, (_, i) => (i * 7) & 0xff);
         const memory = new MemoryBackend({ data, readOnly });
-        await runBatch(memory, () => memory.data, layout, readOnly, requests, false);
+        await runBatch(memory, () => memory.data, layout, readOnly, requests, false, moderated);
       }),
       { numRuns: 200 },
     );
@@ -394,7 +417,8 @@ describe('BlockDevice under hostile requests', () => {
         fc.asyncProperty(
           fc.constantFrom<RingLayout>('split', 'packed'),
           fc.array(wellFormedArb, { minLength: 1, maxLength: 12 }),
-          async (layout, requests) => {
+          fc.boolean(),
+          async (layout, requests, moderated) => {
             const path = join(dir, `exact-${aio}-${run++}.img`);
             writeFileSync(
               path,
@@ -409,6 +433,7 @@ describe('BlockDevice under hostile requests', () => {
                 false,
                 requests,
                 true,
+                moderated,
               );
             } finally {
               await backend.close();
@@ -423,7 +448,7 @@ describe('BlockDevice under hostile requests', () => {
     it(`never writes a file image outside [0, capacity) (aio=${aio})`, async () => {
       let run = 0;
       await fc.assert(
-        fc.asyncProperty(batchArb, async ({ layout, readOnly, requests }) => {
+        fc.asyncProperty(batchArb, async ({ layout, readOnly, moderated, requests }) => {
           const path = join(dir, `fuzz-${aio}-${run++}.img`);
           writeFileSync(
             path,
@@ -439,6 +464,7 @@ describe('BlockDevice under hostile requests', () => {
               readOnly,
               requests,
               true,
+              moderated,
             );
           } finally {
             await backend.close();

@@ -450,3 +450,114 @@ describe('BlockDevice read-only', () => {
     expect((await blkRequest(driver, 0, [header(T.IN, 0)], [513])).data[0]).toBe(3);
   });
 });
+
+describe('BlockDevice interrupt moderation', () => {
+  /** Timers the test fires by hand, on a clock that stands still (no hold reaches its limit). */
+  function manualTimers() {
+    const timers: { fire: () => void; armed: boolean; closed: boolean }[] = [];
+    const moderation: BlockDeviceOptions['moderation'] = {
+      now: () => 0,
+      timer: (fire) => {
+        const timer = { fire, armed: false, closed: false };
+        timers.push(timer);
+        return {
+          start: () => {
+            timer.armed = true;
+          },
+          cancel: () => {
+            timer.armed = false;
+          },
+          close: () => {
+            timer.closed = true;
+          },
+        };
+      },
+    };
+    return {
+      moderation,
+      timers,
+      /** Fires the armed timer, as its expiry would. */
+      fire() {
+        const timer = timers.find((t) => t.armed);
+        if (!timer) throw new Error('no timer armed');
+        timer.armed = false;
+        timer.fire();
+      },
+      get armed() {
+        return timers.some((t) => t.armed);
+      },
+    };
+  }
+
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+  for (const variant of VARIANTS.filter((v) => !v.indirect)) {
+    it(`holds the interrupt while requests keep coming, with kicks off (${name(variant)})`, async () => {
+      const timers = manualTimers();
+      const { device } = memoryDevice({ moderation: timers.moderation });
+      const driver = await drive(device, variant);
+      const before = driver.interrupt.usedCount(0);
+      const first = postBlk(driver, 0, [header(T.IN, 0)], [513]);
+      expect(driver.kick(0)).toBe(true);
+      await turn();
+      // Completed and published, but the interrupt is held (the first hold is a probe).
+      expect(timers.armed).toBe(true);
+      expect(driver.interrupt.usedCount(0)).toBe(before);
+      expect(driver.collect(0)).toEqual([first.token]);
+      // A request while holding: kicks were still on, and this kick turns them off.
+      const second = postBlk(driver, 0, [header(T.IN, 1)], [513]);
+      expect(driver.kick(0)).toBe(true);
+      await turn();
+      expect(driver.collect(0)).toEqual([second.token]);
+      // More: the device asked for no kicks, the moderator's poll takes them.
+      const more = [2, 3].map((sector) => postBlk(driver, 0, [header(T.IN, sector)], [513]));
+      expect(driver.kick(0)).toBe(false);
+      timers.fire();
+      expect(driver.collect(0)).toEqual(more.map((p) => p.token));
+      expect(driver.interrupt.usedCount(0)).toBe(before); // they came: still holding
+      timers.fire(); // nothing new: one interrupt for all four
+      expect(timers.armed).toBe(false);
+      expect(driver.interrupt.usedCount(0)).toBe(before + 1);
+      // Kicks are on again, and the next completion is held at once (the hold paid off).
+      postBlk(driver, 0, [header(T.IN, 4)], [513]);
+      expect(driver.kick(0)).toBe(true);
+      await turn();
+      expect(timers.armed).toBe(true);
+      expect(device.moderation).toEqual({ notifications: 1, held: 2, wasted: 0 });
+    });
+  }
+
+  it('at queue depth 1, interrupts at once after one wasted probe', async () => {
+    const timers = manualTimers();
+    const { device } = memoryDevice({ moderation: timers.moderation });
+    const driver = await drive(device);
+    const before = driver.interrupt.usedCount(0);
+    const first = postBlk(driver, 0, [header(T.IN, 0)], [513]);
+    driver.kick(0);
+    await turn();
+    timers.fire(); // the probe: nothing arrived, so this hold only cost latency
+    expect(driver.interrupt.usedCount(0)).toBe(before + 1);
+    expect((await first.done()).status).toBe(BlkStatus.OK);
+    const second = postBlk(driver, 0, [header(T.IN, 1)], [513]);
+    driver.kick(0);
+    await turn();
+    expect(timers.armed).toBe(false);
+    expect(driver.interrupt.usedCount(0)).toBe(before + 2);
+    expect((await second.done()).status).toBe(BlkStatus.OK);
+  });
+
+  it('a reset releases the timer (the held interrupt goes nowhere, as late completions)', async () => {
+    const timers = manualTimers();
+    const { device } = memoryDevice({ moderation: timers.moderation });
+    const driver = await drive(device);
+    const before = driver.interrupt.usedCount(0);
+    postBlk(driver, 0, [header(T.IN, 0)], [513]);
+    driver.kick(0);
+    await turn();
+    expect(timers.armed).toBe(true);
+    await driver.reset();
+    expect(timers.armed).toBe(false);
+    expect(timers.timers.every((t) => t.closed)).toBe(true);
+    expect(driver.interrupt.usedCount(0)).toBe(before);
+  });
+});

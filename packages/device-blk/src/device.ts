@@ -17,6 +17,7 @@ import type { BlockBackend } from './backends/types.js';
 import { BlkConfig, BlkFeature, DEVICE_ID_BYTES, SECTOR_SIZE } from './constants.js';
 import { BlockError } from './errors.js';
 import { type HandlerContext, RequestHandler, type RequestStats } from './handler.js';
+import type { ModerationOptions, ModerationStats } from './moderation.js';
 import type { RequestRules, SegmentLimits } from './requests.js';
 
 /** Options of {@link BlockDevice}. */
@@ -44,6 +45,11 @@ export interface BlockDeviceOptions {
    * with one used-ring update and at most one interrupt. Default `setImmediate`.
    */
   readonly defer?: (task: () => void) => void;
+  /**
+   * Adaptive interrupt moderation: hold an interrupt while the driver keeps submitting (see
+   * `InterruptModerator`). Needs a timer finer than `setTimeout`'s millisecond. Default: none.
+   */
+  readonly moderation?: ModerationOptions;
 }
 
 /** Largest segment the device announces in `size_max` (advisory: larger ones work too). */
@@ -79,6 +85,7 @@ export class BlockDevice implements VirtioDevice {
   readonly #discard: boolean;
   readonly #log: (message: string) => void;
   readonly #defer: (task: () => void) => void;
+  readonly #moderation: ModerationOptions | undefined;
   #handlers: (RequestHandler | undefined)[] = [];
   #negotiated = 0n;
   /** The device's cache mode as `writeback` shows it (1 writeback, 0 writethrough). */
@@ -101,6 +108,7 @@ export class BlockDevice implements VirtioDevice {
     this.#writeback = this.#initialWriteback;
     this.#log = options.log ?? (() => {});
     this.#defer = options.defer ?? setImmediate;
+    this.#moderation = options.moderation;
     this.queues = Array.from({ length: queues }, () => ({ maxSize: queueSize }));
 
     let features =
@@ -173,6 +181,20 @@ export class BlockDevice implements VirtioDevice {
     return total;
   }
 
+  /** Interrupt moderation counters summed over the queues (undefined when moderation is off). */
+  get moderation(): ModerationStats | undefined {
+    if (!this.#moderation) return undefined;
+    const total: ModerationStats = { notifications: 0, held: 0, wasted: 0 };
+    for (const handler of this.#handlers) {
+      const stats = handler?.moderation;
+      if (!stats) continue;
+      total.notifications += stats.notifications;
+      total.held += stats.held;
+      total.wasted += stats.wasted;
+    }
+    return total;
+  }
+
   /** Requests with I/O in flight, over all queues. */
   get inFlight(): number {
     return this.#handlers.reduce((sum, handler) => sum + (handler?.inFlight ?? 0), 0);
@@ -224,6 +246,7 @@ export class BlockDevice implements VirtioDevice {
       reportViolation: context.reportViolation,
       log: this.#log,
       defer: this.#defer,
+      ...(this.#moderation && { moderation: this.#moderation }),
       afterUnmap: () => this.#updateMayUnmap(),
     };
     this.#handlers = context.queues.map((queue, index) =>

@@ -37,5 +37,12 @@ export { BlockDevice } from './device.js';
 export type { BlockErrorCode } from './errors.js';
 export { BlockError } from './errors.js';
 export type { RequestStats } from './handler.js';
+export type {
+  ModeratedQueue,
+  ModerationOptions,
+  ModerationStats,
+  ModerationTimer,
+} from './moderation.js';
+export { InterruptModerator } from './moderation.js';
 export type { BlkOptions } from './plugin.js';
 export { blkOptions, blkPlugin } from './plugin.js';

@@ -67,6 +67,23 @@ describe('blkPlugin', () => {
     ).rejects.toThrow(/aio is for the file backend/);
   });
 
+  it('moderates interrupts by default, on a precise timer; moderation=off turns it off', async () => {
+    const device = (await registry().create('blk', {
+      backend: 'memory',
+      size: '1M',
+    })) as BlockDevice;
+    const driver = await TestDriver.create(device);
+    // The first completion's interrupt is held for one poll (a probe), then sent by the timer.
+    expect((await blkRequest(driver, 0, [header(T.IN, 0)], [513])).status).toBe(0);
+    expect(device.moderation).toEqual({ notifications: 1, held: 1, wasted: 1 });
+    await driver.reset();
+    const { type, options } = parseDeviceArgument('blk,backend=memory,size=1M,moderation=off');
+    const plain = (await registry().create(type, options)) as BlockDevice;
+    expect(plain.moderation).toBeUndefined();
+    const plainDriver = await TestDriver.create(plain);
+    expect((await blkRequest(plainDriver, 0, [header(T.IN, 0)], [513])).status).toBe(0);
+  });
+
   it('creates an in-memory disk with a size suffix and block sizes', async () => {
     const device = (await registry().create('blk', {
       backend: 'memory',

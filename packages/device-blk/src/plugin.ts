@@ -11,6 +11,7 @@ import type { BlockBackend } from './backends/types.js';
 import { SECTOR_SIZE } from './constants.js';
 import { BlockDevice, encodeSerial } from './device.js';
 import { BlockError } from './errors.js';
+import type { ModerationOptions } from './moderation.js';
 
 /** Options of the `blk` plugin. */
 export const blkOptions = defineOptions({
@@ -53,6 +54,12 @@ export const blkOptions = defineOptions({
     default: 'threads',
     description:
       "how file I/O runs: threads (Node's thread pool, many requests at once) or sync (on the device's thread: least CPU per request, best for images in memory or the page cache)",
+  },
+  moderation: {
+    type: 'boolean',
+    default: true,
+    description:
+      'adaptive interrupt moderation: hold an interrupt while the guest keeps submitting requests (needs @virtkit/linux; off elsewhere)',
   },
   discard: {
     type: 'boolean',
@@ -173,8 +180,10 @@ export const blkPlugin = defineDevicePlugin({
         sizeAlignment: Math.max(logical, SECTOR_SIZE),
       });
     }
+    const moderation = options.moderation ? await moderationTimers() : undefined;
     try {
       return new BlockDevice({
+        ...(moderation && { moderation }),
         backend,
         ...(options.serial !== undefined ? { serial: options.serial } : {}),
         queues: options.queues,
@@ -193,3 +202,15 @@ export const blkPlugin = defineDevicePlugin({
     }
   },
 });
+
+/** Interrupt moderation on `@virtkit/linux`'s timerfd, or `undefined` where it cannot load. */
+async function moderationTimers(): Promise<ModerationOptions | undefined> {
+  let linux: typeof import('@virtkit/linux');
+  try {
+    linux = await import('@virtkit/linux');
+    if (!linux.isSupportedPlatform()) return undefined;
+  } catch {
+    return undefined;
+  }
+  return { timer: (fire) => new linux.PreciseTimer(fire) };
+}
