@@ -68,18 +68,23 @@ export interface HostIovec {
 }
 
 /**
- * Synchronous vectored I/O on host addresses: what `aio=sync` needs. Guest memory is addressed
- * as a region's host base plus an offset, so no view is made per descriptor.
+ * Vectored I/O on host addresses. Guest memory is addressed as a region's host base plus an
+ * offset, so no view is made per descriptor: `aio=sync` calls on the device's thread, and
+ * `aio=threads` the same calls on a worker thread.
  */
 export interface HostVectorIo {
   /** Host address of a view's first byte (a guest region's base address). */
   addressOf(view: Uint8Array): number;
-  /** A new, empty list (up to 1024 entries). */
-  iovec(): HostIovec;
+  /** A new, empty list of up to `capacity` entries (at most and by default 1024). */
+  iovec(capacity?: number): HostIovec;
   /** `preadv(2)` on this thread: the byte count. */
   preadv(fd: number, iov: HostIovec, position: number): number;
   /** `pwritev(2)` on this thread: the byte count. */
   pwritev(fd: number, iov: HostIovec, position: number): number;
+  /** `preadv(2)` on a worker thread (`iov` must stay untouched until it settles). */
+  preadvAsync?(fd: number, iov: HostIovec, position: number): Promise<number>;
+  /** `pwritev(2)` on a worker thread (`iov` must stay untouched until it settles). */
+  pwritevAsync?(fd: number, iov: HostIovec, position: number): Promise<number>;
 }
 
 /** `open(2)` flags, from Node (which takes them from the host's headers). */
@@ -188,11 +193,15 @@ export async function nodeFileIo(): Promise<FileIo> {
     io.logicalBlockSize = (fd) => linux.logicalBlockSize(fd);
     io.hostIo = {
       addressOf: (view) => linux.addressOf(view),
-      iovec: () => new linux.IovecList(),
+      iovec: (capacity) => new linux.IovecList(capacity),
       preadv: (fd, iov, position) =>
         linux.preadv(fd, iov as InstanceType<Linux['IovecList']>, position),
       pwritev: (fd, iov, position) =>
         linux.pwritev(fd, iov as InstanceType<Linux['IovecList']>, position),
+      preadvAsync: (fd, iov, position) =>
+        linux.preadvAsync(fd, iov as InstanceType<Linux['IovecList']>, position),
+      pwritevAsync: (fd, iov, position) =>
+        linux.pwritevAsync(fd, iov as InstanceType<Linux['IovecList']>, position),
     };
   }
   return io;

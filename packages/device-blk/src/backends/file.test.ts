@@ -447,93 +447,97 @@ describe('FileBackend aio=sync', () => {
     await backend.close();
   });
 
-  it('repeats short transfers, splits more than 1024 pieces, and zero-fills at end of file', async () => {
-    const real = await nodeFileIo();
-    const counts: number[] = [];
-    let endOfFile = Number.POSITIVE_INFINITY;
-    // A kernel may transfer less than asked; this one moves at most 700 bytes per call.
-    const host = real.hostIo!;
-    const io: FileIo = {
-      ...real,
-      hostIo: {
-        ...host,
-        iovec: () => new RecordingIovec(host.iovec()),
-        preadv(fd, iov, position) {
-          counts.push(iov.count);
-          if (position >= endOfFile) return 0;
-          // Only the first 700 bytes' worth of the list (and nothing past the "end" of the file).
-          const shorter = host.iovec();
-          let left = Math.min(700, endOfFile - position);
-          for (const [address, length] of (iov as RecordingIovec).entries) {
-            if (left === 0) break;
-            const take = Math.min(left, length);
-            shorter.pushAddress(address, take);
-            left -= take;
-          }
-          return host.preadv(fd, shorter, position);
+  for (const aio of ['sync', 'threads'] as const) {
+    it(`repeats short transfers, splits more than 1024 pieces, and zero-fills at end of file (aio=${aio})`, async () => {
+      const real = await nodeFileIo();
+      const counts: number[] = [];
+      let endOfFile = Number.POSITIVE_INFINITY;
+      // A kernel may transfer less than asked; this one moves at most 700 bytes per call.
+      const host = real.hostIo!;
+      /** The first 700 bytes' worth of the list (and nothing past the "end" of the file). */
+      const shorten = (iov: HostIovec, position: number): HostIovec => {
+        counts.push(iov.count);
+        const shorter = host.iovec();
+        let left = Math.max(0, Math.min(700, endOfFile - position));
+        for (const [address, length] of (iov as RecordingIovec).entries) {
+          if (left === 0) break;
+          const take = Math.min(left, length);
+          shorter.pushAddress(address, take);
+          left -= take;
+        }
+        return shorter;
+      };
+      const io: FileIo = {
+        ...real,
+        hostIo: {
+          ...host,
+          iovec: (capacity) => new RecordingIovec(host.iovec(capacity)),
+          preadv: (fd, iov, position) => host.preadv(fd, shorten(iov, position), position),
+          preadvAsync: (fd, iov, position) =>
+            host.preadvAsync!(fd, shorten(iov, position), position),
         },
-      },
-    };
-    const path = image(4 << 20);
-    writeFileSync(
-      path,
-      Uint8Array.from({ length: 4 << 20 }, (_, i) => i % 251),
-    );
-    const backend = await openFileBackend({ path, io, aio: 'sync' });
-    const memory = guest();
-    // 1500 one-byte ranges, every other byte.
-    const ranges = Array.from({ length: 1500 }, (_, i) => ({ addr: 2 * i, len: 1 }));
-    backend.readGuest(1, memory, ranges);
-    expect(ranges.map((r) => memory.readU8(r.addr))).toEqual(
-      Array.from({ length: 1500 }, (_, i) => (i + 1) % 251),
-    );
-    expect(Math.max(...counts)).toBeLessThanOrEqual(1024);
-    expect(counts.length).toBeGreaterThan(2);
-    // The file "ends" at 1024 bytes: the rest of the read is zeroes, as a hole would be.
-    endOfFile = 1024;
-    memory.fill(0x10000, 2048, 0xff);
-    backend.readGuest(0, memory, [{ addr: 0x10000, len: 2048 }]);
-    const out = new Uint8Array(2048);
-    memory.read(0x10000, out);
-    expect(out.subarray(0, 1024)).toEqual(Uint8Array.from({ length: 1024 }, (_, i) => i % 251));
-    expect(out.subarray(1024).every((b) => b === 0)).toBe(true);
-    await backend.close();
-  });
+      };
+      const path = image(4 << 20);
+      writeFileSync(
+        path,
+        Uint8Array.from({ length: 4 << 20 }, (_, i) => i % 251),
+      );
+      const backend = await openFileBackend({ path, io, aio });
+      const memory = guest();
+      // 1500 one-byte ranges, every other byte.
+      const ranges = Array.from({ length: 1500 }, (_, i) => ({ addr: 2 * i, len: 1 }));
+      await backend.readGuest(1, memory, ranges);
+      expect(ranges.map((r) => memory.readU8(r.addr))).toEqual(
+        Array.from({ length: 1500 }, (_, i) => (i + 1) % 251),
+      );
+      expect(Math.max(...counts)).toBeLessThanOrEqual(1024);
+      expect(counts.length).toBeGreaterThan(2);
+      // The file "ends" at 1024 bytes: the rest of the read is zeroes, as a hole would be.
+      endOfFile = 1024;
+      memory.fill(0x10000, 2048, 0xff);
+      await backend.readGuest(0, memory, [{ addr: 0x10000, len: 2048 }]);
+      const out = new Uint8Array(2048);
+      memory.read(0x10000, out);
+      expect(out.subarray(0, 1024)).toEqual(Uint8Array.from({ length: 1024 }, (_, i) => i % 251));
+      expect(out.subarray(1024).every((b) => b === 0)).toBe(true);
+      await backend.close();
+    });
 
-  it('bounces unaligned guest buffers under O_DIRECT and passes aligned ones straight', async (context) => {
-    const path = image(1 << 20, 0x21);
-    let backend: FileBackend;
-    try {
-      backend = await openFileBackend({ path, direct: true, aio: 'sync' });
-    } catch (error) {
-      if ((error as { code?: string }).code === 'BLK_IMAGE_OPEN') {
-        context.skip(`O_DIRECT is not supported under ${dir}`);
+    it(`bounces unaligned guest buffers under O_DIRECT and passes aligned ones straight (aio=${aio})`, async (context) => {
+      const path = image(1 << 20, 0x21);
+      let backend: FileBackend;
+      try {
+        backend = await openFileBackend({ path, direct: true, aio });
+      } catch (error) {
+        if ((error as { code?: string }).code === 'BLK_IMAGE_OPEN') {
+          context.skip(`O_DIRECT is not supported under ${dir}`);
+        }
+        throw error;
       }
-      throw error;
-    }
-    const io = await nodeFileIo();
-    const ram = io.alignedBuffer!(1 << 20, 4096);
-    const memory = new GuestMemory([
-      { guestAddress: 0, buffer: ram.buffer, byteOffset: ram.byteOffset, size: ram.length },
-    ]);
-    memory.fill(0x2000, 4096, 0x42);
-    backend.writeGuest(4096, memory, [{ addr: 0x2000, len: 4096 }]);
-    expect(backend.stats.bounced).toBe(0);
-    memory.fill(0x3001, 512, 0x43);
-    backend.writeGuest(0, memory, [{ addr: 0x3001, len: 512 }]);
-    expect(backend.stats.bounced).toBe(1);
-    backend.readGuest(0, memory, [
-      { addr: 0x5003, len: 100 },
-      { addr: 0x6000, len: 412 },
-    ]);
-    expect(backend.stats.bounced).toBe(2);
-    expect(memory.readU8(0x5003)).toBe(0x43);
-    expect(memory.readU8(0x6000 + 411)).toBe(0x43);
-    await backend.close();
-    const file = readFileSync(path);
-    expect(file.subarray(4096, 8192).every((b) => b === 0x42)).toBe(true);
-    expect(file.subarray(0, 512).every((b) => b === 0x43)).toBe(true);
-  });
+      const io = await nodeFileIo();
+      const ram = io.alignedBuffer!(1 << 20, 4096);
+      const memory = new GuestMemory([
+        { guestAddress: 0, buffer: ram.buffer, byteOffset: ram.byteOffset, size: ram.length },
+      ]);
+      memory.fill(0x2000, 4096, 0x42);
+      await backend.writeGuest(4096, memory, [{ addr: 0x2000, len: 4096 }]);
+      expect(backend.stats.bounced).toBe(0);
+      memory.fill(0x3001, 512, 0x43);
+      await backend.writeGuest(0, memory, [{ addr: 0x3001, len: 512 }]);
+      expect(backend.stats.bounced).toBe(1);
+      await backend.readGuest(0, memory, [
+        { addr: 0x5003, len: 100 },
+        { addr: 0x6000, len: 412 },
+      ]);
+      expect(backend.stats.bounced).toBe(2);
+      expect(memory.readU8(0x5003)).toBe(0x43);
+      expect(memory.readU8(0x6000 + 411)).toBe(0x43);
+      await backend.close();
+      const file = readFileSync(path);
+      expect(file.subarray(4096, 8192).every((b) => b === 0x42)).toBe(true);
+      expect(file.subarray(0, 512).every((b) => b === 0x43)).toBe(true);
+    });
+  }
 
   it('needs @virtkit/linux', async () => {
     const { hostIo: _, ...io } = await nodeFileIo();

@@ -225,24 +225,25 @@ export class FileBackend implements BlockBackend {
     await this.#transfer('write', offset, buffers);
   }
 
-  /** A read into guest memory: with `aio=sync`, one `preadv` on host addresses, no views. */
+  /**
+   * A read into guest memory: one `preadv` on host addresses, no views (on this thread with
+   * `aio=sync`, on a worker thread with `aio=threads`).
+   */
   readGuest(offset: number, memory: GuestMemory, ranges: readonly Segment[]): void | Promise<void> {
-    if (this.aio !== 'sync') return this.read(offset, viewsOf(memory, ranges));
     const length = totalRangeLength(ranges);
     this.#check(offset, length, false);
-    this.#syncTransfer('read', offset, length, memory, ranges);
+    return this.#guestTransfer('read', offset, length, memory, ranges);
   }
 
-  /** A write from guest memory: with `aio=sync`, one `pwritev` on host addresses, no views. */
+  /** A write from guest memory: one `pwritev` on host addresses, no views (see `readGuest`). */
   writeGuest(
     offset: number,
     memory: GuestMemory,
     ranges: readonly Segment[],
   ): void | Promise<void> {
-    if (this.aio !== 'sync') return this.write(offset, viewsOf(memory, ranges));
     const length = totalRangeLength(ranges);
     this.#check(offset, length, true);
-    this.#syncTransfer('write', offset, length, memory, ranges);
+    return this.#guestTransfer('write', offset, length, memory, ranges);
   }
 
   async flush(): Promise<void> {
@@ -354,19 +355,39 @@ export class FileBackend implements BlockBackend {
   }
 
   /**
-   * `aio=sync`: moves the guest ranges to or from the file at `offset` with `preadv`/`pwritev`
-   * on host addresses (region base + offset), in batches of 1024 and repeating after short
-   * transfers. Unaligned buffers under `O_DIRECT` take the bounce path.
+   * Moves the guest ranges to or from the file at `offset` with `preadv`/`pwritev` on host
+   * addresses (region base + offset), in batches of 1024 and repeating after short transfers:
+   * on this thread with `aio=sync`, on a worker thread with `aio=threads`. Without host I/O, or
+   * with unaligned buffers under `O_DIRECT`, it goes through views (and a bounce buffer).
    */
-  #syncTransfer(
+  #guestTransfer(
     direction: 'read' | 'write',
     offset: number,
     length: number,
     memory: GuestMemory,
     ranges: readonly Segment[],
-  ): void {
-    const host = this.#io.hostIo!;
-    // Host address and length of each piece (a range spanning two regions is two pieces).
+  ): void | Promise<void> {
+    const host = this.#io.hostIo;
+    const sync = this.aio === 'sync';
+    const pieces = host && (sync || host.preadvAsync) ? this.#pieces(host, memory, ranges) : null;
+    if (!pieces) {
+      if (sync) return this.#syncBounce(direction, offset, viewsOf(memory, ranges));
+      const views = viewsOf(memory, ranges);
+      return direction === 'read' ? this.read(offset, views) : this.write(offset, views);
+    }
+    // A read that met the end of the file (the image shrank under us): the rest reads as a hole.
+    const finish = (moved: number) => {
+      if (moved < length) zeroFrom(viewsOf(memory, ranges), moved);
+    };
+    if (sync) return finish(this.#hostTransfer(direction, pieces, offset));
+    return this.#hostTransferAsync(direction, pieces, offset).then(finish);
+  }
+
+  /**
+   * Host address and length of each piece of `ranges` (a range spanning two regions is two
+   * pieces); `null` when one is unaligned under `O_DIRECT` or there is no host I/O.
+   */
+  #pieces(host: HostVectorIo, memory: GuestMemory, ranges: readonly Segment[]): Pieces | null {
     const addresses: number[] = [];
     const lengths: number[] = [];
     for (let i = 0; i < ranges.length; i++) {
@@ -386,67 +407,67 @@ export class FileBackend implements BlockBackend {
     const alignment = this.directAlignment;
     if (alignment) {
       for (let i = 0; i < addresses.length; i++) {
-        if (addresses[i]! % alignment !== 0 || lengths[i]! % alignment !== 0) {
-          this.#syncBounce(direction, offset, viewsOf(memory, ranges));
-          return;
-        }
+        if (addresses[i]! % alignment !== 0 || lengths[i]! % alignment !== 0) return null;
       }
     }
-    const moved = this.#hostTransfer(direction, addresses, lengths, offset);
-    // A read that met the end of the file (the image shrank under us): the rest reads as a hole.
-    if (moved < length) zeroFrom(viewsOf(memory, ranges), moved);
+    return { addresses, lengths };
   }
 
   /**
-   * Moves the host pieces (`addresses[i]`, `lengths[i]`) to or from the file at `offset` with
-   * `preadv`/`pwritev`, in batches of 1024 and repeating after short transfers. Returns the
-   * bytes moved: fewer only when a read met the end of the file. A write that makes no progress
-   * throws.
+   * Moves the host pieces to or from the file at `offset` on this thread. Returns the bytes
+   * moved: fewer only when a read met the end of the file. A write that makes no progress throws.
    */
-  #hostTransfer(
-    direction: 'read' | 'write',
-    addresses: readonly number[],
-    lengths: readonly number[],
-    offset: number,
-  ): number {
+  #hostTransfer(direction: 'read' | 'write', pieces: Pieces, offset: number): number {
     const host = this.#io.hostIo!;
     const iov = this.#iovec(host);
-    const fd = this.#fd;
+    const cursor = new PieceCursor(pieces);
     let position = offset;
-    let index = 0;
-    let skip = 0; // bytes of piece `index` already transferred
-    while (index < addresses.length) {
-      iov.clear();
-      for (let i = index; i < addresses.length && iov.count < iov.capacity; i++) {
-        const first = i === index ? skip : 0;
-        iov.pushAddress(addresses[i]! + first, lengths[i]! - first);
-      }
+    while (!cursor.done) {
+      cursor.fill(iov);
       const done =
-        direction === 'read' ? host.preadv(fd, iov, position) : host.pwritev(fd, iov, position);
-      if (done === 0) {
-        if (direction === 'write') {
-          throw new BlockError(
-            'BLK_IMAGE_OPEN',
-            `write to '${this.path}' at ${position} made no progress`,
-          );
-        }
-        break;
-      }
+        direction === 'read'
+          ? host.preadv(this.#fd, iov, position)
+          : host.pwritev(this.#fd, iov, position);
+      if (this.#noProgress(direction, done, position)) break;
       position += done;
-      let left = done;
-      while (left > 0) {
-        const rest = lengths[index]! - skip;
-        if (left >= rest) {
-          left -= rest;
-          index++;
-          skip = 0;
-        } else {
-          skip += left;
-          left = 0;
-        }
-      }
+      cursor.advance(done);
     }
     return position - offset;
+  }
+
+  /** {@link #hostTransfer} on a worker thread, with an iovec of its own (requests overlap). */
+  async #hostTransferAsync(
+    direction: 'read' | 'write',
+    pieces: Pieces,
+    offset: number,
+  ): Promise<number> {
+    const host = this.#io.hostIo!;
+    const iov = host.iovec(Math.min(Math.max(pieces.addresses.length, 1), IOV_MAX));
+    const cursor = new PieceCursor(pieces);
+    let position = offset;
+    while (!cursor.done) {
+      cursor.fill(iov);
+      const done =
+        direction === 'read'
+          ? await host.preadvAsync!(this.#fd, iov, position)
+          : await host.pwritevAsync!(this.#fd, iov, position);
+      if (this.#noProgress(direction, done, position)) break;
+      position += done;
+      cursor.advance(done);
+    }
+    return position - offset;
+  }
+
+  /** True when a read met the end of the file; throws when a write made no progress. */
+  #noProgress(direction: 'read' | 'write', done: number, position: number): boolean {
+    if (done !== 0) return false;
+    if (direction === 'write') {
+      throw new BlockError(
+        'BLK_IMAGE_OPEN',
+        `write to '${this.path}' at ${position} made no progress`,
+      );
+    }
+    return true;
   }
 
   /** `aio=sync` under `O_DIRECT` with unaligned guest buffers: through an aligned bounce buffer. */
@@ -456,7 +477,7 @@ export class FileBackend implements BlockBackend {
     const bounce = this.#io.alignedBuffer!(length, PAGE_SIZE);
     if (direction === 'write') gather(views, bounce);
     const base = this.#io.hostIo!.addressOf(bounce);
-    const moved = this.#hostTransfer(direction, [base], [length], offset);
+    const moved = this.#hostTransfer(direction, { addresses: [base], lengths: [length] }, offset);
     if (direction === 'read') {
       bounce.fill(0, moved);
       scatter(bounce, views);
@@ -545,4 +566,53 @@ function advance(buffers: readonly Uint8Array[], count: number): Uint8Array[] {
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Host pieces of a transfer: `addresses[i]` and `lengths[i]`. */
+interface Pieces {
+  readonly addresses: readonly number[];
+  readonly lengths: readonly number[];
+}
+
+/** Where a transfer is in its pieces, across short transfers and batches of `IOV_MAX`. */
+class PieceCursor {
+  readonly #addresses: readonly number[];
+  readonly #lengths: readonly number[];
+  #index = 0;
+  /** Bytes of piece `#index` already moved. */
+  #skip = 0;
+
+  constructor(pieces: Pieces) {
+    this.#addresses = pieces.addresses;
+    this.#lengths = pieces.lengths;
+  }
+
+  get done(): boolean {
+    return this.#index >= this.#addresses.length;
+  }
+
+  /** Fills `iov` with the pieces from here on, as many as fit. */
+  fill(iov: HostIovec): void {
+    iov.clear();
+    for (let i = this.#index; i < this.#addresses.length && iov.count < iov.capacity; i++) {
+      const first = i === this.#index ? this.#skip : 0;
+      iov.pushAddress(this.#addresses[i]! + first, this.#lengths[i]! - first);
+    }
+  }
+
+  /** Moves past `moved` bytes. */
+  advance(moved: number): void {
+    let left = moved;
+    while (left > 0) {
+      const rest = this.#lengths[this.#index]! - this.#skip;
+      if (left >= rest) {
+        left -= rest;
+        this.#index++;
+        this.#skip = 0;
+      } else {
+        this.#skip += left;
+        left = 0;
+      }
+    }
+  }
 }
