@@ -1,3 +1,4 @@
+import koffi from 'koffi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LinuxError } from './errors.js';
 import { eventfd } from './eventfd.js';
@@ -25,5 +26,12 @@ describe('platform check', () => {
     }
     Object.defineProperty(process, 'platform', realPlatform);
     close(eventfd()); // loads once the platform is right
+  });
+});
+
+describe('koffi settings', () => {
+  it('keeps 32 asynchronous call pools resident (32 requests in flight cost no allocations)', () => {
+    close(eventfd());
+    expect(koffi.config().resident_async_pools).toBe(32);
   });
 });
