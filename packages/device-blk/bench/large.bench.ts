@@ -1,8 +1,8 @@
 /**
  * One large request at a time (queue depth 1), as `dd bs=1M oflag=direct` sends them: 1 MiB of
  * data in 256 separate 4 KiB guest pages. Prints microseconds per request through the whole
- * device with each engine (aio=threads, aio=sync, and threads through koffi's worker calls instead
- * of Node's fs) and, as the floor, for a bare `fs.readv` /
+ * device with each engine (aio=threads: host addresses, one preadv/pwritev on a worker thread;
+ * aio=sync: the same call on this thread) and, for comparison, for a bare `fs.readv` /
  * `fs.writev` of the same buffers. CPU time counts the driver side too (it runs in this process,
  * and polls with setImmediate while the thread pool works, so compare wall time across engines).
  * Run from packages/device-blk: `node bench/run.mjs large`.
@@ -12,7 +12,6 @@ import { closeSync, mkdtempSync, openSync, readv, rmSync, writeFileSync, writev 
 import type { Segment } from '@virtkit/core';
 import { TestDriver } from '@virtkit/core/testing';
 import { openFileBackend } from '../src/backends/file.js';
-import { linuxFileIo } from '../src/backends/file-io.js';
 import { BlockDevice } from '../src/device.js';
 import { header } from '../src/test-support.js';
 
@@ -26,13 +25,8 @@ import { join } from 'node:path';
 const path = join(dir, 'disk.img');
 writeFileSync(path, new Uint8Array(IMAGE).fill(1));
 
-async function device(type: 0 | 1, sync = false, koffi = false) {
-  const io = koffi ? await linuxFileIo() : undefined;
-  const backend = await openFileBackend({
-    path,
-    aio: sync ? 'sync' : 'threads',
-    ...(io ? { io } : {}),
-  });
+async function device(type: 0 | 1, sync = false) {
+  const backend = await openFileBackend({ path, aio: sync ? 'sync' : 'threads' });
   const dev = new BlockDevice({ backend });
   const driver = await TestDriver.create(dev, { memory: { size: 64 << 20 } });
   const queue = driver.queues[0]!;
@@ -104,7 +98,6 @@ for (let round = 0; round < 2; round++) {
     for (const [what, fn] of [
       ['device aio=threads', device],
       ['device aio=sync', (t: 0 | 1) => device(t, true)],
-      ['device koffi async', (t: 0 | 1) => device(t, false, true)],
       ['bare fs', bare],
     ] as const) {
       const r = await fn(type);
