@@ -420,19 +420,15 @@ export class FileBackend implements BlockBackend {
   #hostTransfer(direction: 'read' | 'write', pieces: Pieces, offset: number): number {
     const host = this.#io.hostIo!;
     const iov = this.#iovec(host);
-    const cursor = new PieceCursor(pieces);
-    let position = offset;
+    const cursor = new PieceCursor(pieces, offset);
     while (!cursor.done) {
       cursor.fill(iov);
+      const at = cursor.position;
       const done =
-        direction === 'read'
-          ? host.preadv(this.#fd, iov, position)
-          : host.pwritev(this.#fd, iov, position);
-      if (this.#noProgress(direction, done, position)) break;
-      position += done;
-      cursor.advance(done);
+        direction === 'read' ? host.preadv(this.#fd, iov, at) : host.pwritev(this.#fd, iov, at);
+      if (!this.#advance(cursor, direction, done)) break;
     }
-    return position - offset;
+    return cursor.moved;
   }
 
   /** {@link #hostTransfer} on a worker thread, with an iovec of its own (requests overlap). */
@@ -443,30 +439,32 @@ export class FileBackend implements BlockBackend {
   ): Promise<number> {
     const host = this.#io.hostIo!;
     const iov = host.iovec(Math.min(Math.max(pieces.addresses.length, 1), IOV_MAX));
-    const cursor = new PieceCursor(pieces);
-    let position = offset;
+    const cursor = new PieceCursor(pieces, offset);
     while (!cursor.done) {
       cursor.fill(iov);
+      const at = cursor.position;
       const done =
         direction === 'read'
-          ? await host.preadvAsync!(this.#fd, iov, position)
-          : await host.pwritevAsync!(this.#fd, iov, position);
-      if (this.#noProgress(direction, done, position)) break;
-      position += done;
-      cursor.advance(done);
+          ? await host.preadvAsync!(this.#fd, iov, at)
+          : await host.pwritevAsync!(this.#fd, iov, at);
+      if (!this.#advance(cursor, direction, done)) break;
     }
-    return position - offset;
+    return cursor.moved;
   }
 
-  /** True when a read met the end of the file; throws when a write made no progress. */
-  #noProgress(direction: 'read' | 'write', done: number, position: number): boolean {
-    if (done !== 0) return false;
-    if (direction === 'write') {
+  /**
+   * Moves `cursor` past `done` bytes; false when a read met the end of the file. A write that
+   * made no progress throws.
+   */
+  #advance(cursor: PieceCursor, direction: 'read' | 'write', done: number): boolean {
+    if (done === 0) {
+      if (direction === 'read') return false;
       throw new BlockError(
         'BLK_IMAGE_OPEN',
-        `write to '${this.path}' at ${position} made no progress`,
+        `write to '${this.path}' at ${cursor.position} made no progress`,
       );
     }
+    cursor.advance(done);
     return true;
   }
 
@@ -578,17 +576,27 @@ interface Pieces {
 class PieceCursor {
   readonly #addresses: readonly number[];
   readonly #lengths: readonly number[];
+  readonly #start: number;
   #index = 0;
   /** Bytes of piece `#index` already moved. */
   #skip = 0;
+  /** The file position of the next byte. */
+  position: number;
 
-  constructor(pieces: Pieces) {
+  constructor(pieces: Pieces, position: number) {
     this.#addresses = pieces.addresses;
     this.#lengths = pieces.lengths;
+    this.#start = position;
+    this.position = position;
   }
 
   get done(): boolean {
     return this.#index >= this.#addresses.length;
+  }
+
+  /** Bytes moved so far. */
+  get moved(): number {
+    return this.position - this.#start;
   }
 
   /** Fills `iov` with the pieces from here on, as many as fit. */
@@ -602,6 +610,7 @@ class PieceCursor {
 
   /** Moves past `moved` bytes. */
   advance(moved: number): void {
+    this.position += moved;
     let left = moved;
     while (left > 0) {
       const rest = this.#lengths[this.#index]! - this.#skip;
