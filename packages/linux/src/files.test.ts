@@ -27,6 +27,7 @@ import {
   fsyncAsync,
   ftruncate,
   logicalBlockSize,
+  MAX_RUNNING_ASYNC_CALLS,
   open,
   pread,
   preadv,
@@ -146,6 +147,28 @@ describe('positioned I/O', () => {
       syscall: 'preadv',
     });
     await expect(fdatasyncAsync(fd)).rejects.toBeInstanceOf(LinuxError);
+  });
+
+  it('queues async calls past what koffi runs at once, instead of failing them', async () => {
+    // koffi refuses more than 256 at once ("Too many asynchronous calls are running"); a disk
+    // with several deep queues has more requests than that in flight.
+    const { fd } = tempFile();
+    try {
+      const count = MAX_RUNNING_ASYNC_CALLS * 3;
+      await pwritevAsync(fd, [pattern(count, 9)], 0);
+      const buffers = Array.from({ length: count }, () => new Uint8Array(1));
+      const reads = await Promise.all(buffers.map((buffer, i) => preadvAsync(fd, [buffer], i)));
+      expect(reads.every((n) => n === 1)).toBe(true);
+      expect(Uint8Array.from(buffers, (b) => b[0]!)).toEqual(pattern(count, 9));
+      // Failures release their place too.
+      const failures = await Promise.allSettled(
+        Array.from({ length: count }, () => preadvAsync(-1, [new Uint8Array(1)], 0)),
+      );
+      expect(failures.every((f) => f.status === 'rejected')).toBe(true);
+      await expect(preadvAsync(fd, [new Uint8Array(1)], 0)).resolves.toBe(1);
+    } finally {
+      close(fd);
+    }
   });
 });
 

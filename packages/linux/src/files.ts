@@ -283,6 +283,16 @@ export function blockDiscard(fd: number, offset: number, length: number): void {
 }
 
 /**
+ * How many of this package's asynchronous calls run at once. koffi refuses calls beyond its
+ * `max_async_calls` (256 by default: "Too many asynchronous calls are running"), and a device
+ * can have more requests in flight than that (queues × queue size), so calls past this limit
+ * wait, in order, for one to finish. libuv's pool runs 4 at a time anyway.
+ */
+export const MAX_RUNNING_ASYNC_CALLS = 224;
+let runningAsync = 0;
+const waitingAsync: (() => void)[] = [];
+
+/**
  * Runs a call on koffi's worker threads and settles with its result, or a `LinuxError`.
  * `keepAlive` holds the buffers the call uses until it is done.
  */
@@ -292,12 +302,27 @@ function runAsync(
   keepAlive: unknown,
 ): Promise<number> {
   return new Promise((resolve, reject) => {
-    start((error, result) => {
-      void keepAlive;
-      if (error) reject(error);
-      else if (result < 0) reject(new LinuxError(lastErrno(), syscall));
-      else resolve(result);
-    });
+    const run = () => {
+      runningAsync++;
+      const done = () => {
+        runningAsync--;
+        waitingAsync.shift()?.();
+      };
+      try {
+        start((error, result) => {
+          void keepAlive;
+          done();
+          if (error) reject(error);
+          else if (result < 0) reject(new LinuxError(lastErrno(), syscall));
+          else resolve(result);
+        });
+      } catch (error) {
+        done();
+        reject(error);
+      }
+    };
+    if (runningAsync < MAX_RUNNING_ASYNC_CALLS) run();
+    else waitingAsync.push(run);
   });
 }
 

@@ -417,6 +417,22 @@ describe('FileBackend aio=sync', () => {
     return GuestMemory.fromBuffer(new ArrayBuffer(size));
   }
 
+  it('aio=threads keeps a thousand guest reads in flight at once (more than koffi runs)', async () => {
+    const path = image(1 << 20);
+    writeFileSync(
+      path,
+      Uint8Array.from({ length: 1 << 20 }, (_, i) => (i >> 9) & 0xff),
+    );
+    const backend = await openFileBackend({ path, aio: 'threads' });
+    const memory = guest();
+    const reads = Array.from({ length: 1000 }, (_, i) =>
+      backend.readGuest((i % 2048) * 512, memory, [{ addr: i * 512, len: 512 }]),
+    );
+    await Promise.all(reads);
+    for (let i = 0; i < 1000; i++) expect(memory.readU8(i * 512 + 7)).toBe((i % 2048) & 0xff);
+    await backend.close();
+  });
+
   it('moves bytes both ways on the calling thread, with no promise in between', async () => {
     const path = image(1 << 20, 3);
     const backend = await openFileBackend({ path, aio: 'sync' });
