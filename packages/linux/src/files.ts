@@ -311,10 +311,11 @@ function runAsync(
       try {
         start((error, result) => {
           void keepAlive;
-          done();
+          // errno is this call's only during this callback: read it before the next call starts.
           if (error) reject(error);
           else if (result < 0) reject(new LinuxError(lastErrno(), syscall));
           else resolve(result);
+          done();
         });
       } catch (error) {
         done();
