@@ -1410,6 +1410,7 @@ export class VhostUserBackend {
     active.queues.forEach((queue, index) => {
       if (!queue) return;
       if (queue.publishUsed()) this.#signalCall(index);
+      queue.handBack();
       const ring = session?.rings[index];
       if (ring) ring.base = encodeVringBase(queue.stoppedPosition(), active.layout);
       queue.detach();

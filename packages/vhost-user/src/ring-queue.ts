@@ -209,6 +209,15 @@ export class RingQueue implements DeviceQueue {
   }
 
   /**
+   * Asks the driver to kick again, as an idle device does, before the ring is handed back: a
+   * device stopped while it had kicks off (interrupt moderation holds them off while it polls)
+   * would otherwise leave the next back-end a ring whose driver does not kick.
+   */
+  handBack(): void {
+    if (!this.#detached) this.#current.enableNotifications();
+  }
+
+  /**
    * The position to report once the device has settled after {@link close}. Chains the device
    * still holds were never started (it settled every started one): when inflight tracking keeps
    * them they are resubmitted by the next activation; otherwise, if they are the ones handed out
