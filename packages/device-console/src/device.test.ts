@@ -414,6 +414,25 @@ describe('multiport console', () => {
     expect(backend.text()).toBe('abcdmnop');
   });
 
+  it('returns output queued on a port removed while its output was blocked, and takes later writes', async () => {
+    const agent = new MemoryBackend();
+    agent.limit = 4; // the backend takes 4 bytes, then blocks
+    const device = new ConsoleDevice({ backend: new MemoryBackend(), ports: [{ backend: agent }] });
+    const guest = await GuestConsole.create(device);
+    await guest.probe();
+    await guest.open(1);
+    const queued = ['abcd', 'efgh', 'ijkl'].map((t) => guest.postWrite(1, t));
+    expect(agent.text()).toBe('abcd');
+    expect(guest.collectWritten(1)).toEqual(queued.slice(0, 1)); // the rest waits in the ring
+    await device.removePort(1);
+    expect(guest.collectWritten(1)).toEqual(queued.slice(1)); // given back at once
+    // Kicks are on again: a write the guest queues before it sees the removal comes back too.
+    const late = guest.postWrite(1, 'late');
+    expect(guest.collectWritten(1)).toEqual([late]);
+    expect(device.stats.orphanBytes).toBe(12); // efgh, ijkl, late
+    expect(guest.violations).toBe(0);
+  });
+
   it('drops and counts input still waiting when its port is removed', async () => {
     const agent = new MemoryBackend();
     const device = new ConsoleDevice({ backend: new MemoryBackend(), ports: [{ backend: agent }] });

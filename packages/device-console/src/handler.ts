@@ -194,6 +194,9 @@ export class ConsoleHandler {
     }
     port.txChain = undefined;
     port.txReader = undefined;
+    // Output already queued goes back now, before the driver hears of the removal, and kicks are
+    // on again: transmit processing may have paused with them off (output blocked, budget).
+    if (queue) this.#discardOrphan(transmitQueueIndex(port.id), port.id);
     if (this.#ctx.multiport && port.status.announced) {
       this.#send(
         port.id,
