@@ -561,3 +561,26 @@ describe('BlockDevice interrupt moderation', () => {
     expect(driver.interrupt.usedCount(0)).toBe(before);
   });
 });
+
+describe('BlockDevice activation failure', () => {
+  it('releases the moderation timers it made when a later one cannot be made', async () => {
+    const made: { closed: boolean }[] = [];
+    const device = new BlockDevice({
+      backend: new MemoryBackend({ size: 1 << 20 }),
+      queues: 3,
+      moderation: {
+        timer: () => {
+          if (made.length === 2) throw new Error('timerfd_create failed: too many open files');
+          const timer = { closed: false };
+          made.push(timer);
+          return { start: () => {}, cancel: () => {}, close: () => (timer.closed = true) };
+        },
+      },
+    });
+    const driver = await drive(device);
+    expect(driver.controller.activation.state).toBe('failed');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(made).toHaveLength(2);
+    expect(made.every((t) => t.closed)).toBe(true);
+  });
+});

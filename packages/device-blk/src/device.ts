@@ -249,11 +249,19 @@ export class BlockDevice implements VirtioDevice {
       ...(this.#moderation && { moderation: this.#moderation }),
       afterUnmap: () => this.#updateMayUnmap(),
     };
-    this.#handlers = context.queues.map((queue, index) =>
-      queue
-        ? new RequestHandler(queue, () => context.signalUsed(index), handlerContext)
-        : undefined,
-    );
+    const handlers: (RequestHandler | undefined)[] = [];
+    try {
+      context.queues.forEach((queue, index) => {
+        handlers[index] = queue
+          ? new RequestHandler(queue, () => context.signalUsed(index), handlerContext)
+          : undefined;
+      });
+    } catch (error) {
+      // A handler's moderation timer could not be made (out of descriptors): release the others'.
+      for (const handler of handlers) void handler?.settle();
+      throw error;
+    }
+    this.#handlers = handlers;
   }
 
   queueNotify(queueIndex: number): void {
