@@ -355,11 +355,15 @@ interface BlkConfig {
  * thread as Firecracker's default engine does), qemu-storage-daemon, and QEMU's own virtio-blk.
  */
 const BLK_CONFIGS: readonly BlkConfig[] = [
-  { key: 'virtkit', server: 'virtkit', name: `${BLK_SERVER_NAMES.virtkit}, aio=threads` },
+  {
+    key: 'virtkit',
+    server: 'virtkit',
+    name: `${BLK_SERVER_NAMES.virtkit}, aio=threads, interrupt moderation (default)`,
+  },
   {
     key: 'virtkitSync',
     server: 'virtkit',
-    name: `${BLK_SERVER_NAMES.virtkit}, aio=sync`,
+    name: `${BLK_SERVER_NAMES.virtkit}, aio=sync, interrupt moderation (default)`,
     aio: 'sync',
   },
   { key: 'qsd', server: 'qsd', name: BLK_SERVER_NAMES.qsd },
@@ -504,12 +508,19 @@ function fillImage(path: string, mib: number): void {
 interface Summary {
   readonly medians: Record<string, Record<string, number>>;
   readonly runs: Samples;
+  /** Ratio of the two configurations' medians. */
   readonly ratios: Record<string, Record<string, number>>;
+  /**
+   * Median of the ratios within each round (the runs are interleaved, so a round's two boots
+   * saw the same load): steadier than the ratio of medians on a shared machine.
+   */
+  readonly ratiosPerRound: Record<string, Record<string, number>>;
 }
 
 function summarize(samples: Samples, ratios: readonly [string, string, string][]): Summary {
   const medians: Summary['medians'] = {};
   const ratioTable: Summary['ratios'] = {};
+  const perRound: Summary['ratiosPerRound'] = {};
   for (const [metric, byServer] of Object.entries(samples)) {
     medians[metric] = {};
     for (const [server, values] of Object.entries(byServer)) {
@@ -522,12 +533,23 @@ function summarize(samples: Samples, ratios: readonly [string, string, string][]
         ratioTable[name] ??= {};
         ratioTable[name][metric] = Math.round((a / b) * 1000) / 1000;
       }
+      // Only when every round measured both (a failed measurement would shift the pairs).
+      const ourRuns = byServer[ours];
+      const theirRuns = byServer[theirs];
+      if (ourRuns && theirRuns && ourRuns.length === theirRuns.length && ourRuns.length > 0) {
+        if (theirRuns.every((value) => value > 0)) {
+          perRound[name] ??= {};
+          perRound[name][metric] =
+            Math.round(median(ourRuns.map((value, i) => value / theirRuns[i]!)) * 1000) / 1000;
+        }
+      }
     }
   }
   return {
     medians,
     runs: mapValues(samples, (byServer) => mapValues(byServer, (v) => v.map(round))),
     ratios: ratioTable,
+    ratiosPerRound: perRound,
   };
 }
 
@@ -568,6 +590,15 @@ function printTable(
   console.log(`\n${title}`);
   console.log(line(header));
   for (const row of rows) console.log(line(row));
+  const perRound = ratios
+    .flatMap(([name, label]) =>
+      metrics.map((metric) => {
+        const ratio = summary.ratiosPerRound[name]?.[metric];
+        return ratio === undefined ? undefined : `${label} ${metric} ${ratio.toFixed(2)}×`;
+      }),
+    )
+    .filter((text) => text !== undefined);
+  if (perRound.length > 0) console.log(`median of per-round ratios: ${perRound.join(', ')}`);
 }
 
 main().then(
