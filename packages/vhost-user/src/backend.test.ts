@@ -235,9 +235,7 @@ describe('reconnecting', () => {
     // First back-end: its device takes requests and never answers them (a crash mid-I/O).
     const first = new EchoDevice({ hold: true, dropOnReset: true });
     const backendA = new VhostUserBackend(first);
-    const [a1, a2] = unixSocketpair({ nonBlocking: true });
-    backendA.serve(a2);
-    const frontendA = new TestFrontend(a1, guest);
+    const frontendA = TestFrontend.pair(backendA, guest);
     await frontendA.handshake();
     const { description, fd: inflightFd } = await frontendA.getInflight(1, 64);
     onCleanup(() => closeQuietly(inflightFd));
@@ -263,9 +261,7 @@ describe('reconnecting', () => {
     const secondDevice = new EchoDevice();
     const logs: string[] = [];
     const backendB = new VhostUserBackend(secondDevice, { log: (line) => logs.push(line) });
-    const [b1, b2] = unixSocketpair({ nonBlocking: true });
-    backendB.serve(b2);
-    const frontendB = new TestFrontend(b1, guest);
+    const frontendB = TestFrontend.pair(backendB, guest);
     onCleanup(async () => {
       frontendB.release();
       await backendB.close();
@@ -289,9 +285,7 @@ describe('reconnecting', () => {
       const features = indirect ? ~0n : ~INDIRECT;
       const first = new EchoDevice({ hold: true, dropOnReset: true });
       const backendA = new VhostUserBackend(first);
-      const [a1, a2] = unixSocketpair({ nonBlocking: true });
-      backendA.serve(a2);
-      const frontendA = new TestFrontend(a1, guest);
+      const frontendA = TestFrontend.pair(backendA, guest);
       await frontendA.handshake({ layout: 'packed', features });
       const { description, fd: inflightFd } = await frontendA.getInflight(1, 16);
       onCleanup(() => closeQuietly(inflightFd));
@@ -324,9 +318,7 @@ describe('reconnecting', () => {
       const violations: string[] = [];
       const backendB = new VhostUserBackend(secondDevice, { log: (line) => logs.push(line) });
       backendB.events.on('violation', (v) => violations.push(v.code));
-      const [b1, b2] = unixSocketpair({ nonBlocking: true });
-      backendB.serve(b2);
-      const frontendB = new TestFrontend(b1, guest);
+      const frontendB = TestFrontend.pair(backendB, guest);
       onCleanup(async () => {
         frontendB.release();
         await backendB.close();

@@ -307,9 +307,7 @@ function attach(device: VirtioDevice, guest: FrontendGuest) {
     log: (line) => logs.push(line),
     trace: (line) => seen.push(line.split(' ')[0]!),
   });
-  const [ours, theirs] = socketpair({ nonBlocking: true });
-  backend.serve(theirs);
-  const frontend = new TestFrontend(ours, guest);
+  const frontend = TestFrontend.pair(backend, guest);
   onCleanup(async () => {
     frontend.close();
     await backend.close();

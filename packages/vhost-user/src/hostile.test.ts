@@ -4,7 +4,7 @@
  */
 
 import { Feature, featureBit } from '@virtkit/core';
-import { drainEventfd, eventfd, ftruncate, memfdCreate, mmap, socketpair } from '@virtkit/linux';
+import { drainEventfd, eventfd, ftruncate, memfdCreate, mmap } from '@virtkit/linux';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { VhostUserBackend } from './backend.js';
@@ -284,9 +284,7 @@ describe('a damaged inflight area (packed ring)', () => {
     const features = ~featureBit(Feature.RING_INDIRECT_DESC);
     const first = new EchoDevice({ hold: true, dropOnReset: true });
     const backendA = new VhostUserBackend(first);
-    const [a1, a2] = socketpair({ nonBlocking: true });
-    backendA.serve(a2);
-    const frontendA = new TestFrontend(a1, guest);
+    const frontendA = TestFrontend.pair(backendA, guest);
     await frontendA.handshake({ layout: 'packed', features });
     const { description, fd } = await frontendA.getInflight(1, 32);
     onCleanup(() => closeQuietly(fd));
@@ -328,9 +326,7 @@ describe('a damaged inflight area (packed ring)', () => {
     const errors: string[] = [];
     backendB.events.on('violation', (v) => violations.push(v));
     backendB.events.on('protocol-error', (error) => errors.push(error.message));
-    const [b1, b2] = socketpair({ nonBlocking: true });
-    backendB.serve(b2);
-    const frontendB = new TestFrontend(b1, guest);
+    const frontendB = TestFrontend.pair(backendB, guest);
     onCleanup(async () => {
       frontendB.release();
       await backendB.close();

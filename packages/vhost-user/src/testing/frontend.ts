@@ -342,10 +342,16 @@ export class TestFrontend {
   }
 
   /** A front-end on one end of a socketpair whose other end `backend` serves. */
-  static pair(backend: VhostUserBackend, guest: FrontendGuestOptions = {}): TestFrontend {
+  static pair(
+    backend: VhostUserBackend,
+    guest: FrontendGuestOptions | FrontendGuest = {},
+  ): TestFrontend {
     const [ours, theirs] = socketpair({ nonBlocking: true });
     backend.serve(theirs);
-    return new TestFrontend(ours, new FrontendGuest(guest));
+    return new TestFrontend(
+      ours,
+      guest instanceof FrontendGuest ? guest : new FrontendGuest(guest),
+    );
   }
 
   /** A front-end connected to a back-end listening on `path`. */
