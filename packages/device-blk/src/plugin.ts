@@ -6,6 +6,7 @@
 
 import { DeviceType, defineDevicePlugin, defineOptions, type InferOptions } from '@virtkit/core';
 import { openFileBackend } from './backends/file.js';
+import { loadLinux } from './backends/file-io.js';
 import { MemoryBackend } from './backends/memory.js';
 import type { BlockBackend } from './backends/types.js';
 import { SECTOR_SIZE } from './constants.js';
@@ -205,12 +206,6 @@ export const blkPlugin = defineDevicePlugin({
 
 /** Interrupt moderation on `@virtkit/linux`'s timerfd, or `undefined` where it cannot load. */
 async function moderationTimers(): Promise<ModerationOptions | undefined> {
-  let linux: typeof import('@virtkit/linux');
-  try {
-    linux = await import('@virtkit/linux');
-    if (!linux.isSupportedPlatform()) return undefined;
-  } catch {
-    return undefined;
-  }
-  return { timer: (fire) => new linux.PreciseTimer(fire) };
+  const linux = await loadLinux();
+  return linux && { timer: (fire) => new linux.PreciseTimer(fire) };
 }

@@ -119,7 +119,7 @@ function callback<T>(
 type Linux = typeof import('@virtkit/linux');
 
 /** Loads `@virtkit/linux`, or `undefined` where it cannot work (not Linux x86_64, no koffi). */
-async function loadLinux(): Promise<Linux | undefined> {
+export async function loadLinux(): Promise<Linux | undefined> {
   if (process.platform !== 'linux' || process.arch !== 'x64') return undefined;
   try {
     const linux = await import('@virtkit/linux');
