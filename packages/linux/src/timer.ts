@@ -7,14 +7,14 @@
  */
 
 import { LinuxError } from './errors.js';
+import { drainEventfd } from './eventfd.js';
+import { close } from './files.js';
 import { lastErrno, libc } from './libc.js';
 import { FdWatcher } from './watch.js';
 
 const CLOCK_MONOTONIC = 1;
 const TFD_NONBLOCK = 0o4000;
 const TFD_CLOEXEC = 0o2000000;
-const EINTR = 4;
-const EAGAIN = 11;
 
 /**
  * A restartable one-shot timer; the callback runs on the event loop.
@@ -28,10 +28,8 @@ const EAGAIN = 11;
  */
 export class PreciseTimer {
   readonly #fd: number;
-  readonly #watcher: FdWatcher;
   // struct itimerspec { it_interval; it_value }, each { tv_sec, tv_nsec } as 64-bit integers.
   readonly #spec = new BigInt64Array(4);
-  readonly #expirations = new BigUint64Array(1);
   #armed = false;
   #closed = false;
 
@@ -44,7 +42,8 @@ export class PreciseTimer {
     const fd = c.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (fd < 0) throw new LinuxError(lastErrno(), 'timerfd_create');
     this.#fd = fd;
-    this.#watcher = new FdWatcher(
+    // The package keeps the watcher (and `close` below closes it before the descriptor).
+    new FdWatcher(
       fd,
       () => {
         // A stale readiness (cancelled or restarted since) reads nothing and is ignored.
@@ -82,8 +81,7 @@ export class PreciseTimer {
     if (this.#closed) return;
     this.#closed = true;
     this.#armed = false;
-    this.#watcher.close();
-    libc().close(this.#fd);
+    close(this.#fd); // the watcher first, then the descriptor
   }
 
   #set(seconds: bigint, nanos: bigint): void {
@@ -98,12 +96,7 @@ export class PreciseTimer {
 
   /** Reads the expiration count; false when nothing had expired. */
   #consume(): boolean {
-    const c = libc();
-    while (c.read(this.#fd, this.#expirations, 8) < 0) {
-      const errno = lastErrno();
-      if (errno === EAGAIN) return false;
-      if (errno !== EINTR) throw new LinuxError(errno, 'read', { detail: 'timerfd' });
-    }
-    return true;
+    // A timerfd reads like an eventfd: an 8-byte count, EAGAIN when there is none.
+    return drainEventfd(this.#fd) > 0;
   }
 }
