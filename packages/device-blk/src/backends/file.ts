@@ -371,8 +371,8 @@ export class FileBackend implements BlockBackend {
     const sync = this.aio === 'sync';
     const pieces = host && (sync || host.preadvAsync) ? this.#pieces(host, memory, ranges) : null;
     if (!pieces) {
-      if (sync) return this.#syncBounce(direction, offset, viewsOf(memory, ranges));
       const views = viewsOf(memory, ranges);
+      if (sync) return this.#syncBounce(direction, offset, views);
       return direction === 'read' ? this.read(offset, views) : this.write(offset, views);
     }
     // A read that met the end of the file (the image shrank under us): the rest reads as a hole.
