@@ -116,11 +116,17 @@ export class RequestHandler {
     const moderator = this.#moderator;
     const arrived = this.#take(!moderator?.holding);
     moderator?.arrived(arrived);
-    // Requests that completed at once (aio=sync, a memory disk, refusals) are published after
-    // this event-loop turn, with the other kicks' and the thread pool's completions of the same
-    // turn: one used-ring update and at most one interrupt for all of them. Interrupts are what
-    // a guest pays most for (measured: 4 KiB random reads at queue depth 32 under QEMU).
-    if (this.#unpublished) this.#schedulePublish();
+    if (!this.#unpublished) return;
+    // Requests that completed at once (aio=sync, a memory disk, refusals). With moderation they
+    // are published now: the moderator decides whether the driver hears of them at once or after
+    // a hold, and a driver waiting for one request (queue depth 1) should not also wait for the
+    // event loop to come round (~11 µs a request, measured under QEMU with 1 MiB writes).
+    // Without it they wait for the end of this event-loop turn, to share one used-ring update
+    // and one interrupt with the other kicks' and the thread pool's completions of the same
+    // turn: interrupts are what a guest pays most for (measured: 4 KiB random reads at queue
+    // depth 32 under QEMU).
+    if (moderator) this.#publish();
+    else this.#schedulePublish();
   }
 
   /** Pops and starts every available request; asks for the next kick if `enable`. */
