@@ -116,9 +116,37 @@ describe('InterruptModerator', () => {
     m.moderator.arrived(2);
     m.expire();
     expect(m.take()).toEqual(['poll 0']); // a kick came since the timer started: keep going
+    m.advance(40);
+    m.moderator.arrived(1); // and another: the driver keeps submitting
+    m.expire();
+    expect(m.take()).toEqual(['poll 0']);
     m.expire();
     expect(m.take()).toEqual(['poll 0', 'resume', 'notify']);
     expect(m.moderator.stats.wasted).toBe(0);
+    m.moderator.due();
+    expect(m.moderator.holding).toBe(true);
+  });
+
+  it('does not pay for one burst: the rest of a large I/O split into requests', () => {
+    const m = setup();
+    m.moderator.due(); // the first piece completed
+    m.advance(40);
+    m.moderator.arrived(2); // the other pieces, in one kick
+    m.expire();
+    expect(m.take()).toEqual(['poll 0']);
+    m.expire(); // then nothing: the driver waits for the whole I/O
+    expect(m.take()).toEqual(['poll 0', 'resume', 'notify']);
+    expect(m.moderator.stats).toEqual({ notifications: 1, held: 1, wasted: 1 });
+    m.moderator.due(); // the next large I/O is not held
+    expect(m.moderator.holding).toBe(false);
+    expect(m.take()).toEqual(['notify']);
+    // The same burst found by a poll instead of a kick.
+    const p = setup();
+    p.moderator.due();
+    p.arrivals.push(2, 0);
+    p.expire();
+    p.expire();
+    expect(p.moderator.stats.wasted).toBe(1);
   });
 
   it('never holds longer than maxMicros', () => {
@@ -136,7 +164,8 @@ describe('InterruptModerator', () => {
     fast.moderator.due();
     // 10 requests per 100 µs poll: one every 10 µs, so the gap shrinks toward 4 × 10 µs.
     for (let i = 0; i < 30; i++) {
-      fast.arrivals.push(10);
+      fast.arrivals.push(10, 10);
+      fast.expire();
       fast.expire();
       fast.moderator.flush();
       fast.moderator.due();
@@ -147,6 +176,8 @@ describe('InterruptModerator', () => {
     slow.moderator.due();
     // One request every 300 µs: the gap grows to the 400 µs ceiling.
     for (let i = 0; i < 30; i++) {
+      slow.advance(300);
+      slow.moderator.arrived(1);
       slow.advance(300);
       slow.moderator.arrived(1);
       slow.moderator.flush();
