@@ -20,7 +20,7 @@
  *   Otherwise it was wasted latency: the driver was waiting for what it had submitted. That is
  *   queue depth 1 (nothing arrives), or one large I/O split into several requests (its last pieces
  *   arrive in one burst, just after the first completes, and then nothing until the interrupt;
- *   measured under QEMU with `dd bs=1M` and seg_max 126: holding those added ~200 µs per MiB).
+ *   in one traced run under QEMU, `dd bs=1M` with seg_max 126: holding those added ~200 µs per MiB).
  *   The moderator then sends at once, and only tries holding again (a probe) after a wait that
  *   doubles with each wasted hold, up to `probeEvery` notifications. One hold that pays off ends
  *   the waiting.
