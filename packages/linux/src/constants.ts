@@ -36,6 +36,16 @@ export const O_CLOEXEC = 0o2000000;
 /** Writes complete as if followed by `fsync`. */
 export const O_SYNC = 0o4010000;
 
+// <linux/fs.h>
+/** `preadv2`/`pwritev2`: fail with `EAGAIN` instead of waiting (for I/O, locks, allocation). */
+export const RWF_NOWAIT = 0x08;
+
+// <linux/magic.h>
+/** `statfs` type of tmpfs (and of `/dev/shm`, and of memfd files). */
+export const TMPFS_MAGIC = 0x01021994;
+/** `statfs` type of ramfs. */
+export const RAMFS_MAGIC = 0x858458f6;
+
 // <linux/falloc.h>
 /** `fallocate`: do not change the file size. */
 export const FALLOC_FL_KEEP_SIZE = 0x01;

@@ -12,6 +12,7 @@ import {
   O_DIRECT,
   O_RDONLY,
   O_RDWR,
+  TMPFS_MAGIC,
 } from './constants.js';
 import { LinuxError } from './errors.js';
 import {
@@ -22,6 +23,7 @@ import {
   fallocateAsync,
   fdatasync,
   fdatasyncAsync,
+  fileSystemType,
   fstat,
   fsync,
   fsyncAsync,
@@ -32,13 +34,16 @@ import {
   pread,
   preadv,
   preadvAsync,
+  preadvNoWait,
   pwrite,
   pwritev,
   pwritevAsync,
+  pwritevNoWait,
   read,
   write,
 } from './files.js';
 import { alignedBuffer, IovecList } from './memory.js';
+import { memfdCreate } from './mmap.js';
 
 let dir: string;
 beforeAll(() => {
@@ -63,6 +68,64 @@ function pattern(length: number, seed: number): Uint8Array {
 }
 
 describe('positioned I/O', () => {
+  it('fileSystemType tells tmpfs (a memfd) from the file system stat(1) names', () => {
+    const memfd = memfdCreate('virtkit-fstype');
+    try {
+      expect(fileSystemType(memfd)).toBe(TMPFS_MAGIC);
+    } finally {
+      close(memfd);
+    }
+    const { fd } = tempFile();
+    try {
+      const expected = Number.parseInt(
+        execFileSync('stat', ['-f', '-c', '%t', dir]).toString(),
+        16,
+      );
+      expect(fileSystemType(fd)).toBe(expected);
+    } finally {
+      close(fd);
+    }
+    expect(() => fileSystemType(-1)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  });
+
+  it('preadvNoWait reads cached data without waiting, or says the file system cannot', () => {
+    for (const { fd, tmpfs } of [
+      { fd: memfdCreate('virtkit-nowait'), tmpfs: true },
+      { ...tempFile(), tmpfs: false },
+    ]) {
+      try {
+        const data = pattern(8192, 7);
+        expect(pwrite(fd, data, 0)).toBe(8192);
+        const back = new Uint8Array(8192);
+        // Kernels before 6.6 (and tmpfs in the ones tested) refuse RWF_NOWAIT: EOPNOTSUPP.
+        if (tmpfs || fileSystemType(fd) === TMPFS_MAGIC) {
+          try {
+            expect(preadvNoWait(fd, [back], 0)).toBe(8192);
+            expect(back).toEqual(data);
+          } catch (error) {
+            expect(error).toMatchObject({ code: 'EOPNOTSUPP', syscall: 'preadv2' });
+          }
+        } else {
+          // Just written, so cached: the whole read succeeds on this thread.
+          expect(preadvNoWait(fd, [back.subarray(0, 4096), back.subarray(4096)], 0)).toBe(8192);
+          expect(back).toEqual(data);
+        }
+        // Writes: some file systems can (XFS), others refuse (ext4 buffered, tmpfs).
+        try {
+          const written = pwritevNoWait(fd, [pattern(100, 9)], 0);
+          expect(written === null || written === 100).toBe(true);
+        } catch (error) {
+          expect(error).toMatchObject({ code: 'EOPNOTSUPP', syscall: 'pwritev2' });
+        }
+      } finally {
+        close(fd);
+      }
+    }
+    expect(() => preadvNoWait(-1, [new Uint8Array(1)], 0)).toThrow(
+      expect.objectContaining({ code: 'EBADF' }),
+    );
+  });
+
   it('pwrite then pread round-trips at an offset, and fstat sees the size', () => {
     const { fd } = tempFile();
     try {

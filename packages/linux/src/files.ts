@@ -16,6 +16,7 @@ import {
   F_GETFL,
   F_SETFL,
   O_NONBLOCK,
+  RWF_NOWAIT,
   S_IFBLK,
   S_IFMT,
   S_IFREG,
@@ -181,6 +182,39 @@ export function pwritev(fd: number, buffers: IovecInput, offset: number): number
   }
 }
 
+/**
+ * {@link preadv} that never waits (`RWF_NOWAIT`): it reads what the page cache holds now and
+ * returns `null` (`EAGAIN`) when the first byte would need the disk, or a lock another thread
+ * holds. A count short of the request means only that much was cached. File systems that cannot
+ * (tmpfs, or any under `O_DIRECT` on some kernels) fail with `EOPNOTSUPP`; ask once, then stop.
+ * This is how an engine serves cached reads on the calling thread and sends only the rest to a
+ * worker (as io_uring does inside the kernel).
+ */
+export function preadvNoWait(fd: number, buffers: IovecInput, offset: number): number | null {
+  const c = libc();
+  const list = iovecs(buffers);
+  for (;;) {
+    const result = c.preadv2(fd, list[rawIovecs], list.count, offset, RWF_NOWAIT);
+    if (result >= 0) return result;
+    const errno = lastErrno();
+    if (errno === EAGAIN) return null;
+    if (errno !== EINTR) throw new LinuxError(errno, 'preadv2');
+  }
+}
+
+/** {@link pwritev} that never waits: see {@link preadvNoWait} (few file systems can, for writes). */
+export function pwritevNoWait(fd: number, buffers: IovecInput, offset: number): number | null {
+  const c = libc();
+  const list = iovecs(buffers);
+  for (;;) {
+    const result = c.pwritev2(fd, list[rawIovecs], list.count, offset, RWF_NOWAIT);
+    if (result >= 0) return result;
+    const errno = lastErrno();
+    if (errno === EAGAIN) return null;
+    if (errno !== EINTR) throw new LinuxError(errno, 'pwritev2');
+  }
+}
+
 /** Flushes the file's data and metadata to stable storage. */
 export function fsync(fd: number): void {
   if (libc().fsync(fd) < 0) throwErrno('fsync');
@@ -247,6 +281,18 @@ export function fstat(fd: number): FileStat {
     isFile: (mode & S_IFMT) === S_IFREG,
     isBlockDevice: (mode & S_IFMT) === S_IFBLK,
   };
+}
+
+const statfsWords = new Uint32Array(new ArrayBuffer(120));
+
+/**
+ * The type of the file system an open file is on (`statfs.f_type`: `TMPFS_MAGIC`,
+ * `RAMFS_MAGIC`, ...). A file on tmpfs or ramfs is memory: reading and writing it copies bytes
+ * and never waits for a device.
+ */
+export function fileSystemType(fd: number): number {
+  if (libc().fstatfs(fd, statfsWords) < 0) throwErrno('fstatfs');
+  return statfsWords[0]!; // f_type: a long at byte 0; magic numbers fit in 32 bits
 }
 
 /** Turns `O_NONBLOCK` on or off for a descriptor. */

@@ -33,11 +33,14 @@ export interface Libc {
   writev: Bound<[fd: number, iov: Pointer, count: number]>;
   preadv: Bound<[fd: number, iov: Pointer, count: number, offset: number]>;
   pwritev: Bound<[fd: number, iov: Pointer, count: number, offset: number]>;
+  preadv2: Bound<[fd: number, iov: Pointer, count: number, offset: number, flags: number]>;
+  pwritev2: Bound<[fd: number, iov: Pointer, count: number, offset: number, flags: number]>;
   fsync: Bound<[fd: number]>;
   fdatasync: Bound<[fd: number]>;
   fallocate: Bound<[fd: number, mode: number, offset: number, length: number]>;
   ftruncate: Bound<[fd: number, length: number]>;
   fstat: Bound<[fd: number, stat: Pointer]>;
+  fstatfs: Bound<[fd: number, stat: Pointer]>;
   fcntl: Bound<[fd: number, command: number, argument: number]>;
   ioctl: Bound<[fd: number, request: number, argument: Pointer]>;
   eventfd: Bound<[initial: number, flags: number]>;
@@ -119,11 +122,14 @@ function load(): Libc {
     writev: f('long writev(int fd, const void *iov, int iovcnt)'),
     preadv: f('long preadv(int fd, const void *iov, int iovcnt, int64_t offset)'),
     pwritev: f('long pwritev(int fd, const void *iov, int iovcnt, int64_t offset)'),
+    preadv2: f('long preadv2(int fd, const void *iov, int iovcnt, int64_t offset, int flags)'),
+    pwritev2: f('long pwritev2(int fd, const void *iov, int iovcnt, int64_t offset, int flags)'),
     fsync: f('int fsync(int fd)'),
     fdatasync: f('int fdatasync(int fd)'),
     fallocate: f('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
     ftruncate: f('int ftruncate(int fd, int64_t length)'),
     fstat: bindFstat(lib),
+    fstatfs: f('int fstatfs(int fd, void *buf)'),
     fcntl: f('int fcntl(int fd, int cmd, long arg)'),
     ioctl: f('int ioctl(int fd, unsigned long request, void *arg)'),
     eventfd: f('int eventfd(unsigned int initval, int flags)'),
