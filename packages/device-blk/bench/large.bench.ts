@@ -1,9 +1,9 @@
 /**
  * One large request at a time (queue depth 1), as `dd bs=1M oflag=direct` sends them: 1 MiB of
  * data in 256 separate 4 KiB guest pages. Prints microseconds per request through the whole
- * device with each engine (aio=threads: host addresses, one preadv/pwritev on a worker thread;
- * aio=sync: the same call on this thread) and, for comparison, for a bare `fs.readv` /
- * `fs.writev` of the same buffers. CPU time counts the driver side too (it runs in this process,
+ * device with each engine (aio=threads: host addresses, one preadv/pwritev, on this thread
+ * because the image is on tmpfs; the same forced onto a worker thread; aio=sync: on this thread)
+ * and, for comparison, for a bare `fs.readv` / `fs.writev` of the same buffers. CPU time counts the driver side too (it runs in this process,
  * and polls with setImmediate while the thread pool works, so compare wall time across engines).
  * Run from packages/device-blk: `node bench/run.mjs large`.
  */
@@ -13,7 +13,7 @@ import type { Segment } from '@virtkit/core';
 import { TestDriver } from '@virtkit/core/testing';
 import { openFileBackend } from '../src/backends/file.js';
 import { BlockDevice } from '../src/device.js';
-import { header } from '../src/test-support.js';
+import { header, workerOnlyIo } from '../src/test-support.js';
 
 const IMAGE = 256 << 20;
 const PAGES = 256;
@@ -25,8 +25,12 @@ import { join } from 'node:path';
 const path = join(dir, 'disk.img');
 writeFileSync(path, new Uint8Array(IMAGE).fill(1));
 
-async function device(type: 0 | 1, sync = false) {
-  const backend = await openFileBackend({ path, aio: sync ? 'sync' : 'threads' });
+async function device(type: 0 | 1, sync = false, workerOnly = false) {
+  const backend = await openFileBackend({
+    path,
+    aio: sync ? 'sync' : 'threads',
+    ...(workerOnly ? { io: await workerOnlyIo() } : {}),
+  });
   const dev = new BlockDevice({ backend });
   const driver = await TestDriver.create(dev, { memory: { size: 64 << 20 } });
   const queue = driver.queues[0]!;
@@ -97,6 +101,7 @@ for (let round = 0; round < 2; round++) {
     const name = type === 0 ? 'read' : 'write';
     for (const [what, fn] of [
       ['device aio=threads', device],
+      ['device aio=threads, worker only', (t: 0 | 1) => device(t, false, true)],
       ['device aio=sync', (t: 0 | 1) => device(t, true)],
       ['bare fs', bare],
     ] as const) {

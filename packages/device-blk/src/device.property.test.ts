@@ -20,13 +20,14 @@ import { TestDriver } from '@virtkit/core/testing';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openFileBackend } from './backends/file.js';
+import { nodeFileIo } from './backends/file-io.js';
 import { MemoryBackend } from './backends/memory.js';
 import { totalRangeLength } from './backends/range.js';
 import type { BlockBackend } from './backends/types.js';
 import { BlkStatus } from './constants.js';
 import { BlockDevice, MAX_UNMAP_SECTORS, MAX_UNMAP_SEGMENTS } from './device.js';
 import type { ModerationTimer } from './moderation.js';
-import { concat, header, postBlk, segments } from './test-support.js';
+import { concat, header, postBlk, segments, workerOnlyIo } from './test-support.js';
 
 const CAPACITY = 64 * 1024;
 const SECTORS = BigInt(CAPACITY / 512);
@@ -410,8 +411,12 @@ describe('BlockDevice under hostile requests', () => {
   const dir = mkdtempSync(join(tmpdir(), 'virtkit-blk-fuzz-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  for (const aio of ['threads', 'sync'] as const) {
-    it(`moves well-formed reads and writes exactly, one at a time (aio=${aio})`, async () => {
+  for (const [aio, workerOnly] of [
+    ['threads', true],
+    ['threads', false],
+    ['sync', false],
+  ] as const) {
+    it(`moves well-formed reads and writes exactly, one at a time (aio=${aio}${workerOnly ? ', worker threads only' : ''})`, async () => {
       let run = 0;
       await fc.assert(
         fc.asyncProperty(
@@ -424,7 +429,8 @@ describe('BlockDevice under hostile requests', () => {
               path,
               Uint8Array.from({ length: CAPACITY }, (_, i) => (i * 31 + (i >> 9)) & 0xff),
             );
-            const backend = await openFileBackend({ path, aio });
+            const io = workerOnly ? await workerOnlyIo() : await nodeFileIo();
+            const backend = await openFileBackend({ path, aio, io });
             try {
               await runBatch(
                 backend,

@@ -5,10 +5,23 @@
 
 import { DescriptorChain, GuestMemory, type Segment } from '@virtkit/core';
 import type { TestDriver } from '@virtkit/core/testing';
+import { type FileIo, nodeFileIo } from './backends/file-io.js';
 import { MemoryBackend } from './backends/memory.js';
 import { totalLength } from './backends/range.js';
 import type { BlockBackend } from './backends/types.js';
 import { DISCARD_SEGMENT_SIZE, REQUEST_HEADER_SIZE } from './constants.js';
+
+/**
+ * The default system calls without the shortcuts `aio=threads` takes when an I/O cannot wait
+ * (a read the page cache holds, an image on tmpfs): every transfer then goes to a worker thread,
+ * whatever file system the test's images are on.
+ */
+export async function workerOnlyIo(): Promise<FileIo> {
+  const io = await nodeFileIo();
+  const { preadvNoWait: _read, pwritevNoWait: _write, ...hostIo } = io.hostIo!;
+  const { fileSystemType: _type, ...rest } = io;
+  return { ...rest, hostIo };
+}
 
 /** A 16-byte request header. */
 export function header(type: number, sector: bigint | number = 0n, reserved = 0): Uint8Array {

@@ -52,6 +52,8 @@ export interface FileIo {
   alignedBuffer?(length: number, alignment: number): Uint8Array;
   /** Logical sector size of a block device (the `O_DIRECT` alignment it needs). */
   logicalBlockSize?(fd: number): number;
+  /** `statfs.f_type` of the file system the file is on (`TMPFS_MAGIC`, ...). */
+  fileSystemType?(fd: number): number;
   /**
    * Vectored I/O on host addresses, run on the calling thread (`aio=sync`). Absent where
    * `@virtkit/linux` cannot load.
@@ -81,6 +83,14 @@ export interface HostVectorIo {
   preadv(fd: number, iov: HostIovec, position: number): number;
   /** `pwritev(2)` on this thread: the byte count. */
   pwritev(fd: number, iov: HostIovec, position: number): number;
+  /**
+   * `preadv2(2)` with `RWF_NOWAIT` on this thread: the bytes the page cache held (possibly
+   * short), or `null` when the first would need to wait. Throws `EOPNOTSUPP` where the file
+   * system cannot.
+   */
+  preadvNoWait?(fd: number, iov: HostIovec, position: number): number | null;
+  /** `pwritev2(2)` with `RWF_NOWAIT`: see {@link preadvNoWait}. */
+  pwritevNoWait?(fd: number, iov: HostIovec, position: number): number | null;
   /** `preadv(2)` on a worker thread (`iov` must stay untouched until it settles). */
   preadvAsync?(fd: number, iov: HostIovec, position: number): Promise<number>;
   /** `pwritev(2)` on a worker thread (`iov` must stay untouched until it settles). */
@@ -95,6 +105,12 @@ export const OpenFlags = {
   DIRECT: fs.constants.O_DIRECT ?? 0,
   CLOEXEC: 0o2000000,
 } as const;
+
+/** `statfs` types of the file systems whose files are memory (`<linux/magic.h>`). */
+export const MEMORY_FILE_SYSTEMS: readonly number[] = [
+  0x01021994, // TMPFS_MAGIC
+  0x858458f6, // RAMFS_MAGIC
+];
 
 /** `fallocate(2)` modes, from Linux `<linux/falloc.h>`. */
 export const Fallocate = {
@@ -191,6 +207,7 @@ export async function nodeFileIo(): Promise<FileIo> {
     io.addressOf = (view) => linux.addressOf(view);
     io.alignedBuffer = (length, alignment) => linux.alignedBuffer(length, alignment);
     io.logicalBlockSize = (fd) => linux.logicalBlockSize(fd);
+    io.fileSystemType = (fd) => linux.fileSystemType(fd);
     io.hostIo = {
       addressOf: (view) => linux.addressOf(view),
       iovec: (capacity) => new linux.IovecList(capacity),
@@ -198,6 +215,10 @@ export async function nodeFileIo(): Promise<FileIo> {
         linux.preadv(fd, iov as InstanceType<Linux['IovecList']>, position),
       pwritev: (fd, iov, position) =>
         linux.pwritev(fd, iov as InstanceType<Linux['IovecList']>, position),
+      preadvNoWait: (fd, iov, position) =>
+        linux.preadvNoWait(fd, iov as InstanceType<Linux['IovecList']>, position),
+      pwritevNoWait: (fd, iov, position) =>
+        linux.pwritevNoWait(fd, iov as InstanceType<Linux['IovecList']>, position),
       preadvAsync: (fd, iov, position) =>
         linux.preadvAsync(fd, iov as InstanceType<Linux['IovecList']>, position),
       pwritevAsync: (fd, iov, position) =>

@@ -6,7 +6,7 @@ import { TestDriver } from '@virtkit/core/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BlkStatus, BlkRequestType as T } from '../constants.js';
 import { BlockDevice } from '../device.js';
-import { blkRequest, header, segments } from '../test-support.js';
+import { blkRequest, header, segments, workerOnlyIo } from '../test-support.js';
 import { type FileBackend, openFileBackend } from './file.js';
 import { Fallocate, type FileIo, type HostIovec, nodeFileIo } from './file-io.js';
 
@@ -368,10 +368,15 @@ describe('BlockDevice over a file', () => {
     ).toBe(true);
   });
 
-  for (const aio of ['threads', 'sync'] as const) {
-    it(`does zero-copy I/O into SharedArrayBuffer guest memory in two regions, split and packed (aio=${aio})`, async () => {
+  for (const [aio, what] of [
+    ['threads', 'worker threads only'],
+    ['threads', 'reads from the page cache on this thread'],
+    ['sync', ''],
+  ] as const) {
+    it(`does zero-copy I/O into SharedArrayBuffer guest memory in two regions, split and packed (aio=${aio}${what && `, ${what}`})`, async () => {
       const path = image(1 << 20, 6);
-      const device = new BlockDevice({ backend: await openFileBackend({ path, aio }) });
+      const io = what === 'worker threads only' ? await workerOnlyIo() : await nodeFileIo();
+      const device = new BlockDevice({ backend: await openFileBackend({ path, aio, io }) });
       for (const layout of ['split', 'packed'] as const) {
         const driver = await TestDriver.create(device, {
           layout,
@@ -411,6 +416,121 @@ describe('BlockDevice over a file', () => {
   });
 });
 
+describe('FileBackend aio=threads: what cannot wait runs on the calling thread', () => {
+  function guest(size = 1 << 20) {
+    return GuestMemory.fromBuffer(new ArrayBuffer(size));
+  }
+
+  it('serves an image in memory (a memfd: tmpfs) without a worker thread', async () => {
+    const linux = await import('@virtkit/linux');
+    const memfd = linux.memfdCreate('virtkit-blk-test');
+    try {
+      const path = `/proc/self/fd/${memfd}`;
+      writeFileSync(path, new Uint8Array(64 << 10).fill(5));
+      const backend = await openFileBackend({ path, aio: 'threads' });
+      expect(backend.memoryBacked).toBe(true);
+      const memory = guest();
+      memory.fill(0x2000, 4096, 0x77);
+      // Synchronous: done when the call returns, no promise.
+      expect(backend.writeGuest(4096, memory, [{ addr: 0x2000, len: 4096 }])).toBeUndefined();
+      expect(backend.readGuest(0, memory, [{ addr: 0x4000, len: 8192 }])).toBeUndefined();
+      expect(memory.readU8(0x4000 + 4095)).toBe(5);
+      expect(memory.readU8(0x4000 + 4096)).toBe(0x77);
+      await backend.close();
+    } finally {
+      linux.close(memfd);
+    }
+    // The same image type on another file system goes to the worker threads.
+    const io = await nodeFileIo();
+    const onDisk = await openFileBackend({
+      path: image(4096),
+      aio: 'threads',
+      io: { ...io, fileSystemType: () => 0xef53 }, // EXT4_SUPER_MAGIC
+    });
+    expect(onDisk.memoryBacked).toBe(false);
+    expect(onDisk.writeGuest(0, guest(), [{ addr: 0, len: 512 }])).toBeInstanceOf(Promise);
+    await onDisk.close();
+  });
+
+  it('reads what the page cache holds on this thread (RWF_NOWAIT), the rest on a worker', async () => {
+    const real = await nodeFileIo();
+    const host = real.hostIo!;
+    const calls: string[] = [];
+    // What each RWF_NOWAIT read does: move that many bytes, would block, or fail.
+    const script: (number | 'EAGAIN' | 'EOPNOTSUPP')[] = [4096, 1000, 'EAGAIN', 'EOPNOTSUPP'];
+    const io: FileIo = {
+      ...real,
+      fileSystemType: () => 0xef53,
+      hostIo: {
+        ...host,
+        iovec: (capacity) => new RecordingIovec(host.iovec(capacity)),
+        preadvNoWait: (fd, iov, position) => {
+          calls.push(`nowait@${position}`);
+          const step = script.shift()!;
+          if (step === 'EAGAIN') return null;
+          if (typeof step === 'string') throw Object.assign(new Error(step), { code: step });
+          const shorter = host.iovec();
+          let left = step;
+          for (const [address, length] of (iov as RecordingIovec).entries) {
+            const take = Math.min(left, length);
+            if (take > 0) shorter.pushAddress(address, take);
+            left -= take;
+          }
+          return host.preadv(fd, shorter, position);
+        },
+        preadvAsync: (fd, iov, position) => {
+          calls.push(`worker@${position}`);
+          return host.preadvAsync!(fd, (iov as RecordingIovec).inner, position);
+        },
+        pwritevNoWait: () => {
+          throw Object.assign(new Error('EIO'), { code: 'EIO' });
+        },
+      },
+    };
+    const path = image(64 << 10);
+    writeFileSync(
+      path,
+      Uint8Array.from({ length: 64 << 10 }, (_, i) => (i * 7 + (i >> 8)) & 0xff),
+    );
+    const file = readFileSync(path);
+    const backend = await openFileBackend({ path, aio: 'threads', io });
+    const memory = guest();
+    const read = async (offset: number, expected: string[]) => {
+      calls.length = 0;
+      memory.fill(0, 8192, 0);
+      const ranges = [
+        { addr: 0x100, len: 1536 },
+        { addr: 0x1000, len: 2560 },
+      ];
+      const done = backend.readGuest(offset, memory, ranges);
+      // A promise exactly when a worker thread has part of the read.
+      expect(done instanceof Promise).toBe(expected.some((call) => call.startsWith('worker')));
+      await done;
+      expect(calls).toEqual(expected);
+      const out = new Uint8Array(4096);
+      memory.read(0x100, out.subarray(0, 1536));
+      memory.read(0x1000, out.subarray(1536));
+      expect(Buffer.from(out).equals(file.subarray(offset, offset + 4096))).toBe(true);
+      return done;
+    };
+    // All cached: done on this thread, no promise.
+    expect(await read(0, ['nowait@0'])).toBeUndefined();
+    expect(backend.stats.noWait).toBe(1);
+    // Part cached: the rest (from inside the first range) on a worker.
+    await read(4096, ['nowait@4096', 'worker@5096']);
+    expect(backend.stats.noWait).toBe(2);
+    // Would block: all of it on a worker.
+    await read(8192, ['nowait@8192', 'worker@8192']);
+    // The file system cannot: on a worker, and never tried again.
+    await read(12288, ['nowait@12288', 'worker@12288']);
+    await read(16384, ['worker@16384']);
+    expect(backend.stats.noWait).toBe(2);
+    // Other errors fail the request (the device answers IOERR).
+    expect(() => backend.writeGuest(0, memory, [{ addr: 0, len: 512 }])).toThrow('EIO');
+    await backend.close();
+  });
+});
+
 describe('FileBackend aio=sync', () => {
   /** Guest RAM whose ranges the tests hand the backend directly. */
   function guest(size = 1 << 20) {
@@ -423,7 +543,7 @@ describe('FileBackend aio=sync', () => {
       path,
       Uint8Array.from({ length: 1 << 20 }, (_, i) => (i >> 9) & 0xff),
     );
-    const backend = await openFileBackend({ path, aio: 'threads' });
+    const backend = await openFileBackend({ path, aio: 'threads', io: await workerOnlyIo() });
     const memory = guest();
     const reads = Array.from({ length: 1000 }, (_, i) =>
       backend.readGuest((i % 2048) * 512, memory, [{ addr: i * 512, len: 512 }]),
@@ -483,10 +603,13 @@ describe('FileBackend aio=sync', () => {
         }
         return shorter;
       };
+      const { preadvNoWait: _read, pwritevNoWait: _write, ...worker } = host;
+      // Every transfer through the shortening calls: no reads served early from the cache.
+      const { fileSystemType: _type, ...rest } = real;
       const io: FileIo = {
-        ...real,
+        ...rest,
         hostIo: {
-          ...host,
+          ...worker,
           iovec: (capacity) => new RecordingIovec(host.iovec(capacity)),
           preadv: (fd, iov, position) => host.preadv(fd, shorten(iov, position), position),
           preadvAsync: (fd, iov, position) =>
@@ -508,6 +631,15 @@ describe('FileBackend aio=sync', () => {
       );
       expect(Math.max(...counts)).toBeLessThanOrEqual(1024);
       expect(counts.length).toBeGreaterThan(2);
+      // Fewer than 1024 ranges go in one list; a short transfer stops inside a range (700 = 233
+      // three-byte ranges and one byte) and the rest follows.
+      counts.length = 0;
+      const threes = Array.from({ length: 400 }, (_, i) => ({ addr: 0x8000 + 4 * i, len: 3 }));
+      await backend.readGuest(5, memory, threes);
+      expect(threes.flatMap((r) => [0, 1, 2].map((k) => memory.readU8(r.addr + k)))).toEqual(
+        Array.from({ length: 1200 }, (_, i) => (i + 5) % 251),
+      );
+      expect(counts).toEqual([400, 167]);
       // The file "ends" at 1024 bytes: the rest of the read is zeroes, as a hole would be.
       endOfFile = 1024;
       memory.fill(0x10000, 2048, 0xff);

@@ -17,6 +17,7 @@ import {
   type HostIovec,
   type HostVectorIo,
   isUnsupported,
+  MEMORY_FILE_SYSTEMS,
   nodeFileIo,
   OpenFlags,
 } from './file-io.js';
@@ -37,11 +38,14 @@ export interface FileBackendOptions {
    */
   readonly sizeAlignment?: number;
   /**
-   * How reads and writes run (default `threads`). `threads`: on Node's thread pool, many at once
-   * (the right choice for a real disk, where I/O waits on hardware). `sync`: on the calling
-   * thread, like Firecracker's default `Sync` engine: the event loop waits for each call, but a
-   * request costs the fewest CPU cycles (no hand-off between threads, no view per descriptor),
-   * which is fastest when the image is in memory or the page cache. Needs `@virtkit/linux`.
+   * How reads and writes run (default `threads`). `threads`: what may wait for a disk runs on
+   * Node's thread pool, many at once (the right choice for a real disk); what cannot wait runs
+   * on the calling thread, because a hand-off between threads costs more than copying a
+   * megabyte: every request when the image is on tmpfs or ramfs (memory), and a read whose data
+   * the page cache holds (`RWF_NOWAIT`, where the file system supports it). `sync`: everything on
+   * the calling thread, like Firecracker's default `Sync` engine: the event loop waits for each
+   * call, but a request costs the fewest CPU cycles, which is fastest when the image is in memory
+   * or the page cache. Both need `@virtkit/linux` for more than Node's `fs`.
    */
   readonly aio?: BlockAio;
   /** System calls to use (default {@link nodeFileIo}); tests pass spies. */
@@ -123,6 +127,7 @@ export async function openFileBackend(options: FileBackendOptions): Promise<File
       readOnly,
       directAlignment: direct ? directAlignment : 0,
       aio: options.aio ?? 'threads',
+      memoryBacked: onMemoryFileSystem(io, fd),
     });
   } catch (error) {
     await io.close(fd).catch(() => {});
@@ -145,6 +150,11 @@ export interface FileBackendStats {
   discardsIgnored: number;
   /** Direct I/O requests that went through a bounce buffer. */
   bounced: number;
+  /**
+   * `aio=threads` requests served (in full or in part) on the calling thread by a read or write
+   * that does not wait (`RWF_NOWAIT`): the page cache held the data.
+   */
+  noWait: number;
 }
 
 /** A raw image opened by {@link openFileBackend}. */
@@ -157,13 +167,29 @@ export class FileBackend implements BlockBackend {
   /** How reads and writes run. */
   readonly aio: BlockAio;
   readonly defaultSerial: string;
-  readonly stats: FileBackendStats = { syncs: 0, punches: 0, discardsIgnored: 0, bounced: 0 };
+  /**
+   * The image is on tmpfs or ramfs: its reads and writes copy memory and never wait for a disk,
+   * so `aio=threads` runs them on the calling thread as `aio=sync` does.
+   */
+  readonly memoryBacked: boolean;
+  readonly stats: FileBackendStats = {
+    syncs: 0,
+    punches: 0,
+    discardsIgnored: 0,
+    bounced: 0,
+    noWait: 0,
+  };
   readonly #fd: number;
   readonly #io: FileIo;
   #canPunch: boolean;
   #canZeroRange: boolean;
   #zeroes: Uint8Array | undefined;
   #closed = false;
+  /** Transfers run on the calling thread: `aio=sync`, or an image in memory. */
+  readonly #here: boolean;
+  /** `aio=threads` tries reads (writes) with `RWF_NOWAIT` first; off once the file system refuses. */
+  #readNoWait: boolean;
+  #writeNoWait: boolean;
   /** aio=sync: the reused iovec, and the host base of the guest region used last. */
   #iov: HostIovec | null = null;
   #lastRegion: GuestRegion | null = null;
@@ -174,7 +200,13 @@ export class FileBackend implements BlockBackend {
     fd: number,
     io: FileIo,
     info: FileInfo,
-    options: { path: string; readOnly: boolean; directAlignment: number; aio?: BlockAio },
+    options: {
+      path: string;
+      readOnly: boolean;
+      directAlignment: number;
+      aio?: BlockAio;
+      memoryBacked?: boolean;
+    },
   ) {
     this.#fd = fd;
     this.#io = io;
@@ -186,6 +218,12 @@ export class FileBackend implements BlockBackend {
     if (this.aio === 'sync' && !io.hostIo) {
       throw new BlockError('BLK_OPTIONS', 'aio=sync needs @virtkit/linux (Linux on x86_64)');
     }
+    this.memoryBacked = (options.memoryBacked ?? false) && io.hostIo !== undefined;
+    this.#here = this.aio === 'sync' || this.memoryBacked;
+    // Under O_DIRECT a read that does not wait for locks still waits for the disk.
+    const noWait = !this.#here && !this.directAlignment;
+    this.#readNoWait = noWait && io.hostIo?.preadvNoWait !== undefined;
+    this.#writeNoWait = noWait && io.hostIo?.pwritevNoWait !== undefined;
     this.#canPunch = io.fallocate !== undefined;
     this.#canZeroRange = io.fallocate !== undefined;
     // As Firecracker: device, rdev and inode make an ID that is stable across runs.
@@ -230,9 +268,7 @@ export class FileBackend implements BlockBackend {
    * `aio=sync`, on a worker thread with `aio=threads`).
    */
   readGuest(offset: number, memory: GuestMemory, ranges: readonly Segment[]): void | Promise<void> {
-    const length = totalRangeLength(ranges);
-    this.#check(offset, length, false);
-    return this.#guestTransfer('read', offset, length, memory, ranges);
+    return this.#guestTransfer('read', offset, memory, ranges);
   }
 
   /** A write from guest memory: one `pwritev` on host addresses, no views (see `readGuest`). */
@@ -241,9 +277,7 @@ export class FileBackend implements BlockBackend {
     memory: GuestMemory,
     ranges: readonly Segment[],
   ): void | Promise<void> {
-    const length = totalRangeLength(ranges);
-    this.#check(offset, length, true);
-    return this.#guestTransfer('write', offset, length, memory, ranges);
+    return this.#guestTransfer('write', offset, memory, ranges);
   }
 
   async flush(): Promise<void> {
@@ -356,31 +390,157 @@ export class FileBackend implements BlockBackend {
 
   /**
    * Moves the guest ranges to or from the file at `offset` with `preadv`/`pwritev` on host
-   * addresses (region base + offset), in batches of 1024 and repeating after short transfers:
-   * on this thread with `aio=sync`, on a worker thread with `aio=threads`. Without host I/O, or
-   * with unaligned buffers under `O_DIRECT`, it goes through views (and a bounce buffer).
+   * addresses (region base + offset): on this thread with `aio=sync`, on a worker thread with
+   * `aio=threads`. The usual request (each range inside one region, at most 1024 of them, moved
+   * by one call) goes from ranges to iovec in one pass; the rest (a range spanning regions, more
+   * than 1024 buffers, a short transfer) goes through {@link #pieces} and a cursor. Without host
+   * I/O, or with unaligned buffers under `O_DIRECT`, it goes through views (and a bounce buffer).
    */
   #guestTransfer(
+    direction: 'read' | 'write',
+    offset: number,
+    memory: GuestMemory,
+    ranges: readonly Segment[],
+  ): void | Promise<void> {
+    const host = this.#io.hostIo;
+    const here = this.#here;
+    if (!host || !(here || host.preadvAsync)) {
+      return this.#viewTransfer(direction, offset, memory, ranges, here);
+    }
+    const iov = here
+      ? this.#iovec(host)
+      : host.iovec(Math.min(Math.max(ranges.length, 1), IOV_MAX));
+    const filled = this.#fill(host, memory, ranges, iov);
+    const length = filled >= 0 ? filled : totalRangeLength(ranges);
+    this.#check(offset, length, direction === 'write');
+    if (filled < 0) return this.#pieceTransfer(host, direction, offset, length, memory, ranges);
+    if (here) {
+      const done =
+        direction === 'read'
+          ? host.preadv(this.#fd, iov, offset)
+          : host.pwritev(this.#fd, iov, offset);
+      if (done === length) return;
+      return this.#pieceTransfer(host, direction, offset, length, memory, ranges, done);
+    }
+    const cached = length > 0 ? this.#noWait(host, direction, iov, offset) : 0;
+    if (cached > 0) {
+      this.stats.noWait++;
+      if (cached === length) return;
+      return this.#pieceTransfer(host, direction, offset, length, memory, ranges, cached);
+    }
+    const started =
+      direction === 'read'
+        ? host.preadvAsync!(this.#fd, iov, offset)
+        : host.pwritevAsync!(this.#fd, iov, offset);
+    return started.then((done) => {
+      if (done === length) return;
+      return this.#pieceTransfer(host, direction, offset, length, memory, ranges, done);
+    });
+  }
+
+  /**
+   * `aio=threads`: moves what can be moved without waiting (`RWF_NOWAIT`) on this thread; the
+   * byte count, 0 when nothing could (or the file system cannot: then it is not tried again).
+   */
+  #noWait(host: HostVectorIo, direction: 'read' | 'write', iov: HostIovec, offset: number): number {
+    const read = direction === 'read';
+    if (read ? !this.#readNoWait : !this.#writeNoWait) return 0;
+    try {
+      return (
+        (read
+          ? host.preadvNoWait!(this.#fd, iov, offset)
+          : host.pwritevNoWait!(this.#fd, iov, offset)) ?? 0
+      );
+    } catch (error) {
+      // EOPNOTSUPP: the file system cannot (tmpfs; ext4 for buffered writes). EINVAL: a kernel
+      // without RWF_NOWAIT. Anything else the worker thread's call reports again.
+      if (!isUnsupported(error) && (error as { code?: unknown }).code !== 'EINVAL') throw error;
+      if (read) this.#readNoWait = false;
+      else this.#writeNoWait = false;
+      return 0;
+    }
+  }
+
+  /**
+   * Fills `iov` with the host address and length of each range, in one pass; the total length,
+   * or -1 when that cannot be done (a range spans regions, more ranges than `iov` holds, or a
+   * buffer unaligned under `O_DIRECT`), leaving `iov` to be refilled.
+   */
+  #fill(
+    host: HostVectorIo,
+    memory: GuestMemory,
+    ranges: readonly Segment[],
+    iov: HostIovec,
+  ): number {
+    iov.clear();
+    const alignment = this.directAlignment;
+    // The region of the previous range (none carried over between requests: the memory may
+    // have been remapped since).
+    let region: GuestRegion | null = null;
+    let base = 0;
+    let total = 0;
+    for (let i = 0; i < ranges.length; i++) {
+      const range = ranges[i]!;
+      const addr = range.addr;
+      const len = range.len;
+      if (len === 0) continue;
+      if (region === null || addr < region.guestAddress || len > region.end - addr) {
+        const found = memory.findRegion(addr, len);
+        if (!found) return -1;
+        region = found;
+        base = this.#baseOf(found, host);
+      }
+      const address = base + addr - region.guestAddress;
+      if (alignment && (address % alignment !== 0 || len % alignment !== 0)) return -1;
+      if (iov.count === iov.capacity) return -1;
+      iov.pushAddress(address, len);
+      total += len;
+    }
+    return total;
+  }
+
+  /** {@link #guestTransfer} through views, when there is no host I/O to use. */
+  #viewTransfer(
+    direction: 'read' | 'write',
+    offset: number,
+    memory: GuestMemory,
+    ranges: readonly Segment[],
+    sync: boolean,
+  ): void | Promise<void> {
+    this.#check(offset, totalRangeLength(ranges), direction === 'write');
+    const views = viewsOf(memory, ranges);
+    if (sync) return this.#syncBounce(direction, offset, views);
+    return direction === 'read' ? this.read(offset, views) : this.write(offset, views);
+  }
+
+  /**
+   * The general case of {@link #guestTransfer}: the ranges as host pieces (views and a bounce
+   * buffer when unaligned under `O_DIRECT`), moved from byte `done` on, in batches of 1024 and
+   * repeating after short transfers.
+   */
+  #pieceTransfer(
+    host: HostVectorIo,
     direction: 'read' | 'write',
     offset: number,
     length: number,
     memory: GuestMemory,
     ranges: readonly Segment[],
+    done = 0,
   ): void | Promise<void> {
-    const host = this.#io.hostIo;
-    const sync = this.aio === 'sync';
-    const pieces = host && (sync || host.preadvAsync) ? this.#pieces(host, memory, ranges) : null;
+    const pieces = this.#pieces(host, memory, ranges);
     if (!pieces) {
       const views = viewsOf(memory, ranges);
-      if (sync) return this.#syncBounce(direction, offset, views);
+      if (this.#here) return this.#syncBounce(direction, offset, views);
       return direction === 'read' ? this.read(offset, views) : this.write(offset, views);
     }
     // A read that met the end of the file (the image shrank under us): the rest reads as a hole.
     const finish = (moved: number) => {
       if (moved < length) zeroFrom(viewsOf(memory, ranges), moved);
     };
-    if (sync) return finish(this.#hostTransfer(direction, pieces, offset));
-    return this.#hostTransferAsync(direction, pieces, offset).then(finish);
+    const cursor = new PieceCursor(pieces, offset);
+    if (done > 0) cursor.advance(done);
+    if (this.#here) return finish(this.#hostTransfer(direction, cursor));
+    return this.#hostTransferAsync(direction, cursor, pieces.addresses.length).then(finish);
   }
 
   /**
@@ -414,13 +574,13 @@ export class FileBackend implements BlockBackend {
   }
 
   /**
-   * Moves the host pieces to or from the file at `offset` on this thread. Returns the bytes
-   * moved: fewer only when a read met the end of the file. A write that makes no progress throws.
+   * Moves the pieces from `cursor` on to or from the file on this thread. Returns the bytes
+   * moved in all: fewer only when a read met the end of the file. A write that makes no progress
+   * throws.
    */
-  #hostTransfer(direction: 'read' | 'write', pieces: Pieces, offset: number): number {
+  #hostTransfer(direction: 'read' | 'write', cursor: PieceCursor): number {
     const host = this.#io.hostIo!;
     const iov = this.#iovec(host);
-    const cursor = new PieceCursor(pieces, offset);
     while (!cursor.done) {
       cursor.fill(iov);
       const at = cursor.position;
@@ -434,12 +594,11 @@ export class FileBackend implements BlockBackend {
   /** {@link #hostTransfer} on a worker thread, with an iovec of its own (requests overlap). */
   async #hostTransferAsync(
     direction: 'read' | 'write',
-    pieces: Pieces,
-    offset: number,
+    cursor: PieceCursor,
+    count: number,
   ): Promise<number> {
     const host = this.#io.hostIo!;
-    const iov = host.iovec(Math.min(Math.max(pieces.addresses.length, 1), IOV_MAX));
-    const cursor = new PieceCursor(pieces, offset);
+    const iov = host.iovec(Math.min(Math.max(count, 1), IOV_MAX));
     while (!cursor.done) {
       cursor.fill(iov);
       const at = cursor.position;
@@ -475,7 +634,10 @@ export class FileBackend implements BlockBackend {
     const bounce = this.#io.alignedBuffer!(length, PAGE_SIZE);
     if (direction === 'write') gather(views, bounce);
     const base = this.#io.hostIo!.addressOf(bounce);
-    const moved = this.#hostTransfer(direction, { addresses: [base], lengths: [length] }, offset);
+    const moved = this.#hostTransfer(
+      direction,
+      new PieceCursor({ addresses: [base], lengths: [length] }, offset),
+    );
     if (direction === 'read') {
       bounce.fill(0, moved);
       scatter(bounce, views);
@@ -560,6 +722,15 @@ function advance(buffers: readonly Uint8Array[], count: number): Uint8Array[] {
     skip = 0;
   }
   return out;
+}
+
+/** True if `fd` is on tmpfs or ramfs (false when that cannot be told). */
+function onMemoryFileSystem(io: FileIo, fd: number): boolean {
+  try {
+    return io.fileSystemType !== undefined && MEMORY_FILE_SYSTEMS.includes(io.fileSystemType(fd));
+  } catch {
+    return false;
+  }
 }
 
 function describe(error: unknown): string {
