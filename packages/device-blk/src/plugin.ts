@@ -54,7 +54,7 @@ export const blkOptions = defineOptions({
     values: ['threads', 'sync'],
     default: 'threads',
     description:
-      "how file I/O runs: threads (Node's thread pool, many requests at once) or sync (on the device's thread: least CPU per request, best for images in memory or the page cache)",
+      "how file I/O runs: threads (what may wait for the disk on Node's thread pool, many requests at once; images on tmpfs and page-cached reads on the device's thread) or sync (all on the device's thread: least CPU per request)",
   },
   moderation: {
     type: 'boolean',

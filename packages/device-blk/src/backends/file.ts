@@ -45,7 +45,8 @@ export interface FileBackendOptions {
    * the page cache holds (`RWF_NOWAIT`, where the file system supports it). `sync`: everything on
    * the calling thread, like Firecracker's default `Sync` engine: the event loop waits for each
    * call, but a request costs the fewest CPU cycles, which is fastest when the image is in memory
-   * or the page cache. Both need `@virtkit/linux` for more than Node's `fs`.
+   * or the page cache. `sync` and the shortcuts of `threads` need `@virtkit/linux`; without it,
+   * `threads` uses Node's `fs`.
    */
   readonly aio?: BlockAio;
   /** System calls to use (default {@link nodeFileIo}); tests pass spies. */
