@@ -416,6 +416,8 @@ describe('BlockDevice over a file', () => {
   });
 });
 
+const TMPFS_MAGIC = 0x01021994;
+
 describe('FileBackend aio=threads: what cannot wait runs on the calling thread', () => {
   function guest(size = 1 << 20) {
     return GuestMemory.fromBuffer(new ArrayBuffer(size));
@@ -450,6 +452,18 @@ describe('FileBackend aio=threads: what cannot wait runs on the calling thread',
     expect(onDisk.memoryBacked).toBe(false);
     expect(onDisk.writeGuest(0, guest(), [{ addr: 0, len: 512 }])).toBeInstanceOf(Promise);
     await onDisk.close();
+    // A block device: its node is on devtmpfs (tmpfs to statfs), its data on a disk.
+    const device = await openFileBackend({
+      path: image(4096),
+      aio: 'threads',
+      io: {
+        ...io,
+        stat: async (fd) => ({ ...(await io.stat(fd)), isFile: false, isBlockDevice: true }),
+        fileSystemType: () => TMPFS_MAGIC,
+      },
+    });
+    expect(device.memoryBacked).toBe(false);
+    await device.close();
   });
 
   it('reads what the page cache holds on this thread (RWF_NOWAIT), the rest on a worker', async () => {

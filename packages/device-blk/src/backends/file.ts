@@ -128,7 +128,9 @@ export async function openFileBackend(options: FileBackendOptions): Promise<File
       readOnly,
       directAlignment: direct ? directAlignment : 0,
       aio: options.aio ?? 'threads',
-      memoryBacked: onMemoryFileSystem(io, fd),
+      // A block device's node sits on devtmpfs, which is tmpfs too: only a regular file's
+      // file system says where its data lives.
+      memoryBacked: info.isFile && onMemoryFileSystem(io, fd),
     });
   } catch (error) {
     await io.close(fd).catch(() => {});
@@ -725,7 +727,7 @@ function advance(buffers: readonly Uint8Array[], count: number): Uint8Array[] {
   return out;
 }
 
-/** True if `fd` is on tmpfs or ramfs (false when that cannot be told). */
+/** True if the file `fd` is on tmpfs or ramfs (false when that cannot be told). */
 function onMemoryFileSystem(io: FileIo, fd: number): boolean {
   try {
     return io.fileSystemType !== undefined && MEMORY_FILE_SYSTEMS.includes(io.fileSystemType(fd));
