@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import type { RingLayout } from '@virtkit/core';
 import { TestDriver } from '@virtkit/core/testing';
 import { openFileBackend } from '../src/backends/file.js';
-import { linuxFileIo, nodeFileIo } from '../src/backends/file-io.js';
+import { nodeFileIo } from '../src/backends/file-io.js';
 import { MemoryBackend } from '../src/backends/memory.js';
 import type { BlockBackend } from '../src/backends/types.js';
 import { BlockDevice } from '../src/device.js';
-import { header } from '../src/test-support.js';
+import { header, workerOnlyIo } from '../src/test-support.js';
 
 const IMAGE = 64 << 20;
 const BATCH = 64;
@@ -71,10 +71,9 @@ for (const layout of ['split', 'packed'] as const) {
   }
   if (only !== 'memory') {
     for (const [engine, io] of [
-      ['node fs', await nodeFileIo()],
-      ['@virtkit/linux', await linuxFileIo()],
+      ['aio=threads, default', await nodeFileIo()],
+      ['aio=threads, worker only', await workerOnlyIo()],
     ] as const) {
-      if (!io) continue;
       const backend = await openFileBackend({ path, io });
       rows.push({ backend: `file (${engine})`, layout, 'reads/s': await run(backend, layout) });
     }
