@@ -186,32 +186,33 @@ export function pwritev(fd: number, buffers: IovecInput, offset: number): number
  * {@link preadv} that never waits (`RWF_NOWAIT`): it reads what the page cache holds now and
  * returns `null` (`EAGAIN`) when the first byte would need the disk, or a lock another thread
  * holds. A count short of the request means only that much was cached. File systems that cannot
- * (tmpfs, or any under `O_DIRECT` on some kernels) fail with `EOPNOTSUPP`; ask once, then stop.
- * This is how an engine serves cached reads on the calling thread and sends only the rest to a
- * worker (as io_uring does inside the kernel).
+ * (tmpfs on the kernels tried) fail with `EOPNOTSUPP`; ask once, then stop. This is how an
+ * engine serves cached reads on the calling thread and sends only the rest to a worker (as
+ * io_uring does inside the kernel).
  */
 export function preadvNoWait(fd: number, buffers: IovecInput, offset: number): number | null {
-  const c = libc();
-  const list = iovecs(buffers);
-  for (;;) {
-    const result = c.preadv2(fd, list[rawIovecs], list.count, offset, RWF_NOWAIT);
-    if (result >= 0) return result;
-    const errno = lastErrno();
-    if (errno === EAGAIN) return null;
-    if (errno !== EINTR) throw new LinuxError(errno, 'preadv2');
-  }
+  return vectorNoWait('preadv2', fd, buffers, offset);
 }
 
 /** {@link pwritev} that never waits: see {@link preadvNoWait} (few file systems can, for writes). */
 export function pwritevNoWait(fd: number, buffers: IovecInput, offset: number): number | null {
-  const c = libc();
+  return vectorNoWait('pwritev2', fd, buffers, offset);
+}
+
+function vectorNoWait(
+  call: 'preadv2' | 'pwritev2',
+  fd: number,
+  buffers: IovecInput,
+  offset: number,
+): number | null {
+  const bound = libc()[call];
   const list = iovecs(buffers);
   for (;;) {
-    const result = c.pwritev2(fd, list[rawIovecs], list.count, offset, RWF_NOWAIT);
+    const result = bound(fd, list[rawIovecs], list.count, offset, RWF_NOWAIT);
     if (result >= 0) return result;
     const errno = lastErrno();
     if (errno === EAGAIN) return null;
-    if (errno !== EINTR) throw new LinuxError(errno, 'pwritev2');
+    if (errno !== EINTR) throw new LinuxError(errno, call);
   }
 }
 
