@@ -410,9 +410,9 @@ export class FileBackend implements BlockBackend {
     if (!host || !(here || host.preadvAsync)) {
       return this.#viewTransfer(direction, offset, memory, ranges, here);
     }
-    const iov = here
-      ? this.#iovec(host)
-      : host.iovec(Math.min(Math.max(ranges.length, 1), IOV_MAX));
+    // This thread's iovec, reused, for a transfer tried here; a worker's call needs its own.
+    const tryHere = here || (direction === 'read' ? this.#readNoWait : this.#writeNoWait);
+    let iov = tryHere ? this.#iovec(host) : this.#workerIovec(host, ranges);
     const filled = this.#fill(host, memory, ranges, iov);
     const length = filled >= 0 ? filled : totalRangeLength(ranges);
     this.#check(offset, length, direction === 'write');
@@ -425,11 +425,15 @@ export class FileBackend implements BlockBackend {
       if (done === length) return;
       return this.#pieceTransfer(host, direction, offset, length, memory, ranges, done);
     }
-    const cached = length > 0 ? this.#noWait(host, direction, iov, offset) : 0;
-    if (cached > 0) {
-      this.stats.noWait++;
-      if (cached === length) return;
-      return this.#pieceTransfer(host, direction, offset, length, memory, ranges, cached);
+    if (tryHere) {
+      const cached = length > 0 ? this.#noWait(host, direction, iov, offset) : 0;
+      if (cached > 0) {
+        this.stats.noWait++;
+        if (cached === length) return;
+        return this.#pieceTransfer(host, direction, offset, length, memory, ranges, cached);
+      }
+      iov = this.#workerIovec(host, ranges);
+      this.#fill(host, memory, ranges, iov);
     }
     const started =
       direction === 'read'
@@ -439,6 +443,11 @@ export class FileBackend implements BlockBackend {
       if (done === length) return;
       return this.#pieceTransfer(host, direction, offset, length, memory, ranges, done);
     });
+  }
+
+  /** A new iovec for a worker thread's call on `ranges` (untouched until the call settles). */
+  #workerIovec(host: HostVectorIo, ranges: readonly Segment[]): HostIovec {
+    return host.iovec(Math.min(Math.max(ranges.length, 1), IOV_MAX));
   }
 
   /**
