@@ -55,6 +55,8 @@ interface Options {
   readonly fioSeconds: number;
   readonly iperfSeconds: number;
   readonly imageDir: string;
+  /** All servers read and write through the host page cache (no O_DIRECT on the host). */
+  readonly hostCache: boolean;
   readonly output: string;
   /** Appended to every QEMU command line (all servers alike). */
   readonly qemuArgs: readonly string[];
@@ -72,6 +74,7 @@ function parseBenchArgs(args: string[]) {
       'fio-seconds': { type: 'string', default: '10' },
       'iperf-seconds': { type: 'string', default: '5' },
       'image-dir': { type: 'string' },
+      'host-cache': { type: 'boolean', default: false },
       'qemu-arg': { type: 'string', multiple: true },
       configs: { type: 'string' },
       output: { type: 'string' },
@@ -93,7 +96,8 @@ function parseOptions(argv: string[]): Options {
   if (values.help) {
     console.log(
       'usage: bench [--reps N] [--only blk|net] [--seq-mib 512] [--fio-seconds 10] [--iperf-seconds 5]\n' +
-        '             [--image-dir DIR (default /dev/shm)] [--qemu-arg=ARG ...] [--output FILE]\n' +
+        '             [--image-dir DIR (default /dev/shm; /var/tmp with --host-cache)] [--host-cache]\n' +
+        '             [--qemu-arg=ARG ...] [--output FILE]\n' +
         `             [--configs KEY,... (of ${[...BLK_CONFIGS, ...NET_CONFIGS].map((c) => c.key).join(', ')})]`,
     );
     process.exit(0);
@@ -112,11 +116,28 @@ function parseOptions(argv: string[]): Options {
     seqMiB: int('seq-mib', values['seq-mib'], 1),
     fioSeconds: int('fio-seconds', values['fio-seconds'], 0),
     iperfSeconds: int('iperf-seconds', values['iperf-seconds'], 1),
-    // tmpfs takes the host's disk (and its noise) out of a comparison of I/O paths.
-    imageDir: values['image-dir'] ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir()),
+    // tmpfs takes the host's disk (and its noise) out of a comparison of I/O paths. Through the
+    // page cache, the image sits on a disk's file system (its data stays cached: it is written
+    // in full first, and the host has the memory).
+    imageDir:
+      values['image-dir'] ??
+      (values['host-cache']
+        ? existsSync('/var/tmp')
+          ? '/var/tmp'
+          : tmpdir()
+        : existsSync('/dev/shm')
+          ? '/dev/shm'
+          : tmpdir()),
+    hostCache: values['host-cache'],
     qemuArgs: values['qemu-arg'] ?? [],
     configs: parseConfigs(values.configs),
-    output: values.output ?? join(repositoryRoot(), 'bench-results', 'vhost-user.json'),
+    output:
+      values.output ??
+      join(
+        repositoryRoot(),
+        'bench-results',
+        values['host-cache'] ? 'vhost-user-host-cache.json' : 'vhost-user.json',
+      ),
   };
 }
 
@@ -219,7 +240,7 @@ async function main(): Promise<void> {
       for (let rep = 1; rep <= options.reps; rep++) {
         for (const config of blkServers) {
           const server = config.key;
-          const values = await blkRun(config, guest.kernel, initrd, image, work, options.qemuArgs);
+          const values = await blkRun(config, guest.kernel, initrd, image, work, options);
           const seqMiB = options.seqMiB;
           // A boot's value is the median of its repeats (the first write included).
           const write = medianOf(values.get('seq-write-us'));
@@ -302,8 +323,9 @@ async function main(): Promise<void> {
       qemuArgs: options.qemuArgs,
       blk: {
         servers: Object.fromEntries(blkServers.map((config) => [config.key, config.name])),
-        hostIO:
-          'O_DIRECT on the host for all (virtkit direct=on, qsd cache.direct=on, QEMU cache=none); qsd and QEMU use their default aio=threads',
+        hostIO: options.hostCache
+          ? 'the host page cache for all (virtkit direct=off, qsd cache.direct=off, QEMU cache=writeback); qsd and QEMU use their default aio=threads'
+          : 'O_DIRECT on the host for all (virtkit direct=on, qsd cache.direct=on, QEMU cache=none); qsd and QEMU use their default aio=threads',
         image: `raw, ${options.seqMiB + 64} MiB, written in full before the runs, in ${options.imageDir}`,
         workloads: `dd bs=1M count=${options.seqMiB} oflag=direct, then iflag=direct, 3 times each per boot (a boot counts its median); fio randread 4k iodepth=32 libaio direct=1 ${options.fioSeconds}s over ${options.seqMiB} MiB`,
       },
@@ -360,7 +382,7 @@ const BLK_CONFIGS: readonly BlkConfig[] = [
   {
     key: 'virtkit',
     server: 'virtkit',
-    name: `${BLK_SERVER_NAMES.virtkit}, aio=threads (on tmpfs: on the device's thread), interrupt moderation (default)`,
+    name: `${BLK_SERVER_NAMES.virtkit}, aio=threads (an image on tmpfs: all on the device's thread; else page-cached reads there, the rest on workers), interrupt moderation (default)`,
   },
   {
     key: 'virtkitSync',
@@ -379,7 +401,7 @@ async function blkRun(
   initrd: string,
   image: string,
   work: string,
-  qemuArgs: readonly string[],
+  options: Options,
 ): Promise<Map<string, number[]>> {
   const socketDir = mkdtempSync(join(work, `${config.key}-`));
   let disk: AttachedBlk | undefined;
@@ -387,7 +409,7 @@ async function blkRun(
     disk = await attachBlk(config.server, {
       image,
       socketDir,
-      direct: true,
+      direct: !options.hostCache,
       ...(config.aio ? { aio: config.aio } : {}),
     });
     const run = await runGuestVm({
@@ -395,7 +417,7 @@ async function blkRun(
       initrd,
       append: 'quiet',
       blk: [disk.attachment],
-      extraArgs: qemuArgs,
+      extraArgs: options.qemuArgs,
       timeoutMs: RUN_TIMEOUT_MS,
     });
     return checked(`block ${config.key}`, run.output, run.timedOut, disk.backend?.process);
