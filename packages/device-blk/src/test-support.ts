@@ -19,7 +19,7 @@ import { DISCARD_SEGMENT_SIZE, REQUEST_HEADER_SIZE } from './constants.js';
 export async function workerOnlyIo(): Promise<FileIo> {
   const io = await nodeFileIo();
   const { preadvNoWait: _read, pwritevNoWait: _write, ...hostIo } = io.hostIo!;
-  const { fileSystemType: _type, ...rest } = io;
+  const { inMemory: _memory, ...rest } = io;
   return { ...rest, hostIo };
 }
 

@@ -52,8 +52,11 @@ export interface FileIo {
   alignedBuffer?(length: number, alignment: number): Uint8Array;
   /** Logical sector size of a block device (the `O_DIRECT` alignment it needs). */
   logicalBlockSize?(fd: number): number;
-  /** `statfs.f_type` of the file system the file is on (`TMPFS_MAGIC`, ...). */
-  fileSystemType?(fd: number): number;
+  /**
+   * True if the file is on a file system whose files are memory (tmpfs, ramfs): reading and
+   * writing it never waits for a device.
+   */
+  inMemory?(fd: number): boolean;
   /**
    * Vectored I/O on host addresses, run on the calling thread (`aio=sync`). Absent where
    * `@virtkit/linux` cannot load.
@@ -105,12 +108,6 @@ export const OpenFlags = {
   DIRECT: fs.constants.O_DIRECT ?? 0,
   CLOEXEC: 0o2000000,
 } as const;
-
-/** `statfs` types of the file systems whose files are memory (`<linux/magic.h>`). */
-export const MEMORY_FILE_SYSTEMS: readonly number[] = [
-  0x01021994, // TMPFS_MAGIC
-  0x858458f6, // RAMFS_MAGIC
-];
 
 /** `fallocate(2)` modes, from Linux `<linux/falloc.h>`. */
 export const Fallocate = {
@@ -207,7 +204,10 @@ export async function nodeFileIo(): Promise<FileIo> {
     io.addressOf = (view) => linux.addressOf(view);
     io.alignedBuffer = (length, alignment) => linux.alignedBuffer(length, alignment);
     io.logicalBlockSize = (fd) => linux.logicalBlockSize(fd);
-    io.fileSystemType = (fd) => linux.fileSystemType(fd);
+    io.inMemory = (fd) => {
+      const type = linux.fileSystemType(fd);
+      return type === linux.TMPFS_MAGIC || type === linux.RAMFS_MAGIC;
+    };
     io.hostIo = {
       addressOf: (view) => linux.addressOf(view),
       iovec: (capacity) => new linux.IovecList(capacity),

@@ -416,8 +416,6 @@ describe('BlockDevice over a file', () => {
   });
 });
 
-const TMPFS_MAGIC = 0x01021994;
-
 describe('FileBackend aio=threads: what cannot wait runs on the calling thread', () => {
   function guest(size = 1 << 20) {
     return GuestMemory.fromBuffer(new ArrayBuffer(size));
@@ -447,7 +445,7 @@ describe('FileBackend aio=threads: what cannot wait runs on the calling thread',
     const onDisk = await openFileBackend({
       path: image(4096),
       aio: 'threads',
-      io: { ...io, fileSystemType: () => 0xef53 }, // EXT4_SUPER_MAGIC
+      io: { ...io, inMemory: () => false },
     });
     expect(onDisk.memoryBacked).toBe(false);
     expect(onDisk.writeGuest(0, guest(), [{ addr: 0, len: 512 }])).toBeInstanceOf(Promise);
@@ -459,7 +457,7 @@ describe('FileBackend aio=threads: what cannot wait runs on the calling thread',
       io: {
         ...io,
         stat: async (fd) => ({ ...(await io.stat(fd)), isFile: false, isBlockDevice: true }),
-        fileSystemType: () => TMPFS_MAGIC,
+        inMemory: () => true,
       },
     });
     expect(device.memoryBacked).toBe(false);
@@ -474,7 +472,7 @@ describe('FileBackend aio=threads: what cannot wait runs on the calling thread',
     const script: (number | 'EAGAIN' | 'EOPNOTSUPP')[] = [4096, 1000, 'EAGAIN', 'EOPNOTSUPP'];
     const io: FileIo = {
       ...real,
-      fileSystemType: () => 0xef53,
+      inMemory: () => false,
       hostIo: {
         ...host,
         iovec: (capacity) => new RecordingIovec(host.iovec(capacity)),
@@ -619,7 +617,7 @@ describe('FileBackend aio=sync', () => {
       };
       const { preadvNoWait: _read, pwritevNoWait: _write, ...worker } = host;
       // Every transfer through the shortening calls: no reads served early from the cache.
-      const { fileSystemType: _type, ...rest } = real;
+      const { inMemory: _memory, ...rest } = real;
       const io: FileIo = {
         ...rest,
         hostIo: {

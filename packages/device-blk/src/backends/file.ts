@@ -17,7 +17,6 @@ import {
   type HostIovec,
   type HostVectorIo,
   isUnsupported,
-  MEMORY_FILE_SYSTEMS,
   nodeFileIo,
   OpenFlags,
 } from './file-io.js';
@@ -130,7 +129,7 @@ export async function openFileBackend(options: FileBackendOptions): Promise<File
       aio: options.aio ?? 'threads',
       // A block device's node sits on devtmpfs, which is tmpfs too: only a regular file's
       // file system says where its data lives.
-      memoryBacked: info.isFile && onMemoryFileSystem(io, fd),
+      memoryBacked: info.isFile && inMemory(io, fd),
     });
   } catch (error) {
     await io.close(fd).catch(() => {});
@@ -412,7 +411,7 @@ export class FileBackend implements BlockBackend {
     }
     // This thread's iovec, reused, for a transfer tried here; a worker's call needs its own.
     const tryHere = here || (direction === 'read' ? this.#readNoWait : this.#writeNoWait);
-    let iov = tryHere ? this.#iovec(host) : this.#workerIovec(host, ranges);
+    let iov = tryHere ? this.#iovec(host) : this.#workerIovec(host, ranges.length);
     const filled = this.#fill(host, memory, ranges, iov);
     const length = filled >= 0 ? filled : totalRangeLength(ranges);
     this.#check(offset, length, direction === 'write');
@@ -432,7 +431,7 @@ export class FileBackend implements BlockBackend {
         if (cached === length) return;
         return this.#pieceTransfer(host, direction, offset, length, memory, ranges, cached);
       }
-      iov = this.#workerIovec(host, ranges);
+      iov = this.#workerIovec(host, ranges.length);
       this.#fill(host, memory, ranges, iov);
     }
     const started =
@@ -445,9 +444,9 @@ export class FileBackend implements BlockBackend {
     });
   }
 
-  /** A new iovec for a worker thread's call on `ranges` (untouched until the call settles). */
-  #workerIovec(host: HostVectorIo, ranges: readonly Segment[]): HostIovec {
-    return host.iovec(Math.min(Math.max(ranges.length, 1), IOV_MAX));
+  /** A new iovec for a worker thread's call on `count` pieces (untouched until it settles). */
+  #workerIovec(host: HostVectorIo, count: number): HostIovec {
+    return host.iovec(Math.min(Math.max(count, 1), IOV_MAX));
   }
 
   /**
@@ -610,7 +609,7 @@ export class FileBackend implements BlockBackend {
     count: number,
   ): Promise<number> {
     const host = this.#io.hostIo!;
-    const iov = host.iovec(Math.min(Math.max(count, 1), IOV_MAX));
+    const iov = this.#workerIovec(host, count);
     while (!cursor.done) {
       cursor.fill(iov);
       const at = cursor.position;
@@ -737,9 +736,9 @@ function advance(buffers: readonly Uint8Array[], count: number): Uint8Array[] {
 }
 
 /** True if the file `fd` is on tmpfs or ramfs (false when that cannot be told). */
-function onMemoryFileSystem(io: FileIo, fd: number): boolean {
+function inMemory(io: FileIo, fd: number): boolean {
   try {
-    return io.fileSystemType !== undefined && MEMORY_FILE_SYSTEMS.includes(io.fileSystemType(fd));
+    return io.inMemory?.(fd) ?? false;
   } catch {
     return false;
   }
