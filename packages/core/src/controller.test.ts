@@ -474,6 +474,26 @@ describe('reset', () => {
     await resetting;
     expect(driver.status).toBe(0);
   });
+
+  it('settled() waits for a status write the caller did not keep', async () => {
+    const device = new EchoDevice();
+    const driver = await TestDriver.create(device);
+    let settle!: () => void;
+    device.resetDelay = new Promise((resolve) => {
+      settle = resolve;
+    });
+    // A transport fires the write and forgets it; only settled() knows it is still running.
+    void driver.controller.writeStatus(0);
+    let done = false;
+    const waiting = driver.controller.settled().then(() => {
+      done = true;
+    });
+    await new Promise<void>((resolve) => setTimeout(resolve, 5));
+    expect(done).toBe(false);
+    settle();
+    await waiting;
+    expect(driver.status).toBe(0);
+  });
 });
 
 describe('config space', () => {

@@ -124,6 +124,8 @@ export class DeviceController {
   #generation = 0;
   #activation: Activation = { state: 'inactive' };
   #pendingNotify = new Set<number>();
+  /** Status writes and resets whose effects have not settled yet (see {@link settled}). */
+  readonly #inFlight = new Set<Promise<void>>();
 
   constructor(device: VirtioDevice, options: DeviceControllerOptions) {
     const problem = checkDeviceShape(device);
@@ -233,8 +235,28 @@ export class DeviceController {
    * Returns a promise that settles when a reset or activation triggered by this write completes.
    */
   writeStatus(value: number): Promise<void> {
-    value &= 0xff;
-    if (value === 0) return this.reset();
+    return this.#track(this.#applyStatus(value & 0xff));
+  }
+
+  /**
+   * Resolves when every status write and reset so far has settled (a reset or activation that
+   * the device made asynchronous). Never rejects. A transport whose driver does not poll status
+   * after writing it (Linux's virtio-mmio driver writes 0 and goes on) lets the VMM await this
+   * before resuming the vCPU that wrote.
+   */
+  settled(): Promise<void> {
+    return Promise.allSettled([...this.#inFlight]).then(() => undefined);
+  }
+
+  #track(result: Promise<void>): Promise<void> {
+    this.#inFlight.add(result);
+    const forget = () => this.#inFlight.delete(result);
+    result.then(forget, forget);
+    return result;
+  }
+
+  #applyStatus(value: number): Promise<void> {
+    if (value === 0) return this.#reset();
     if (this.#activation.state === 'resetting') {
       this.#violation('STATUS_ORDER', 'driver wrote status while the device was resetting', false);
       return Promise.resolve();
@@ -494,6 +516,10 @@ export class DeviceController {
    * settles (§4.1.4.3.2).
    */
   reset(): Promise<void> {
+    return this.#track(this.#reset());
+  }
+
+  #reset(): Promise<void> {
     if (this.#activation.state === 'resetting') return this.#resetting ?? Promise.resolve();
     const previous = this.#activation;
     if (previous.state === 'active') for (const queue of previous.queues) queue?.detach();

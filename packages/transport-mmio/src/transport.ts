@@ -110,7 +110,6 @@ export class MmioTransport implements BusDevice {
 
   readonly #line: InterruptLine;
   readonly #log: (message: string) => void;
-  readonly #pending = new Set<Promise<void>>();
   #deviceFeaturesSel = 0;
   #driverFeaturesSel = 0;
   #queueSel = 0;
@@ -231,7 +230,7 @@ export class MmioTransport implements BusDevice {
    * before resuming the vCPU that wrote Status.
    */
   settled(): Promise<void> {
-    return Promise.all([...this.#pending]).then(() => undefined);
+    return this.controller.settled();
   }
 
   /** Resets the device as if the driver wrote 0 to Status (VMM teardown, system reset). */
@@ -342,11 +341,9 @@ export class MmioTransport implements BusDevice {
       this.#queueSel = 0;
       this.#clearInterrupts();
     }
-    const settled = this.controller.writeStatus(value).catch((error: unknown) => {
+    this.controller.writeStatus(value).catch((error: unknown) => {
       this.#log(`status write 0x${value.toString(16)} failed: ${String(error)}`);
     });
-    this.#pending.add(settled);
-    void settled.finally(() => this.#pending.delete(settled));
   }
 
   #raise(bit: number): void {

@@ -209,7 +209,6 @@ export class VirtioPciFunction implements PciFunction {
   }>;
 
   readonly #log: (message: string) => void;
-  readonly #pending = new Set<Promise<void>>();
   readonly #queueVectors: Uint16Array;
   readonly #notifyLength: number;
   #line: InterruptLine | undefined;
@@ -467,7 +466,7 @@ export class VirtioPciFunction implements PciFunction {
 
   /** Resolves when the effects of the status writes so far have settled. */
   settled(): Promise<void> {
-    return Promise.all([...this.#pending]).then(() => undefined);
+    return this.controller.settled();
   }
 
   /**
@@ -921,11 +920,9 @@ export class VirtioPciFunction implements PciFunction {
       this.#driverFeatureSelect = 0;
       this.#queueSelect = 0;
     }
-    const settled = this.controller.writeStatus(value).catch((error: unknown) => {
+    this.controller.writeStatus(value).catch((error: unknown) => {
       this.#log(`status write 0x${value.toString(16)} failed: ${String(error)}`);
     });
-    this.#pending.add(settled);
-    void settled.finally(() => this.#pending.delete(settled));
   }
 
   #invalid(code: string, message: string): void {
