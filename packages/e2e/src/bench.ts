@@ -6,8 +6,9 @@
  *        of 512 MiB with O_DIRECT in the guest, fio 4 KiB random read at QD32;
  *   net: our vhost-user net (TAP backend) vs QEMU's built-in virtio-net on TAP (vhost=off);
  *        iperf3 guest → host and host → guest, the host end in a network namespace of its own.
- * Runs are interleaved (a, b, c, a, b, c, ...); the medians and the ratios go to
- * bench-results/vhost-user.json and a table is printed.
+ * Runs are interleaved, and each round starts one server later than the one before (a, b, c, then
+ * b, c, a, then c, a, b, ...) so that no server always boots first or after the same one; the
+ * medians and the ratios go to bench-results/vhost-user.json and a table is printed.
  */
 
 import { execFileSync } from 'node:child_process';
@@ -238,7 +239,7 @@ async function main(): Promise<void> {
         `block: ${blkServers.map((config) => config.key).join(', ')} × ${options.reps}, image ${image}`,
       );
       for (let rep = 1; rep <= options.reps; rep++) {
-        for (const config of blkServers) {
+        for (const config of rotated(blkServers, rep - 1)) {
           const server = config.key;
           const values = await blkRun(config, guest.kernel, initrd, image, work, options);
           const seqMiB = options.seqMiB;
@@ -274,7 +275,7 @@ async function main(): Promise<void> {
         );
         log(`net: ${netServers.map((config) => config.key).join(', ')} × ${options.reps}`);
         for (let rep = 1; rep <= options.reps; rep++) {
-          for (const config of netServers) {
+          for (const config of rotated(netServers, rep - 1)) {
             const values = await netRun(
               config,
               guest.kernel,
@@ -320,6 +321,7 @@ async function main(): Promise<void> {
       loadAverage: { start: loadStart, end: loadavg().map((load) => round(load)) },
       node: process.version,
       reps: options.reps,
+      order: 'interleaved: one boot per server per round, each round starting one server later',
       qemuArgs: options.qemuArgs,
       blk: {
         servers: Object.fromEntries(blkServers.map((config) => [config.key, config.name])),
@@ -513,6 +515,13 @@ function checked(
     );
   }
   return values;
+}
+
+/** `list` starting at its `by`-th element (modulo its length) and wrapping around. */
+function rotated<T>(list: readonly T[], by: number): T[] {
+  if (list.length === 0) return [];
+  const start = ((by % list.length) + list.length) % list.length;
+  return [...list.slice(start), ...list.slice(0, start)];
 }
 
 function medianOf(values: readonly number[] | undefined): number | undefined {
