@@ -99,7 +99,7 @@ function parseOptions(argv: string[]): Options {
       'usage: bench [--reps N] [--only blk|net] [--seq-mib 512] [--fio-seconds 10] [--iperf-seconds 5]\n' +
         '             [--image-dir DIR (default /dev/shm; /var/tmp with --host-cache)] [--host-cache]\n' +
         '             [--qemu-arg=ARG ...] [--output FILE]\n' +
-        `             [--configs KEY,... (of ${[...BLK_CONFIGS, ...NET_CONFIGS].map((c) => c.key).join(', ')})]`,
+        `             [--configs KEY,... (of ${[...new Set([...BLK_CONFIGS, ...NET_CONFIGS].map((c) => c.key))].join(', ')})]`,
     );
     process.exit(0);
   }
