@@ -31,6 +31,11 @@ export interface AttachBlkOptions {
    * `cache.direct=on`, QEMU's `cache=none`. Default off (writeback through the page cache).
    */
   readonly direct?: boolean;
+  /**
+   * Let the guest's discards punch holes in the image: qemu-storage-daemon's and QEMU's
+   * `discard=unmap` (they ignore discards by default); ours does it by default (`discard=on`).
+   */
+  readonly discard?: boolean;
   /** Our backend's `aio=` (threads or sync); default: the device's default. */
   readonly aio?: 'threads' | 'sync';
   /** QEMU reconnects to a vhost-user backend that went away, every this many seconds. */
@@ -62,6 +67,7 @@ export async function attachBlk(
         image: options.image,
         cache: options.direct ? 'none' : 'writeback',
         ...(options.readonly ? { readonly: true } : {}),
+        ...(options.discard ? { discard: true } : {}),
         ...device,
       },
       backend: undefined,
@@ -88,6 +94,7 @@ export async function attachBlk(
           image: options.image,
           direct: options.direct === true,
           ...(options.readonly ? { readonly: true } : {}),
+          ...(options.discard ? { discard: true } : {}),
           ...(options.queues !== undefined ? { numQueues: options.queues } : {}),
         });
   return {

@@ -123,6 +123,8 @@ export interface StorageDaemonOptions {
   readonly numQueues?: number;
   /** Open the image with O_DIRECT (`cache.direct=on`); default false. */
   readonly direct?: boolean;
+  /** Pass the guest's discards on to the image (`discard=unmap`); default false. */
+  readonly discard?: boolean;
   readonly label?: string;
   readonly readyTimeoutMs?: number;
 }
@@ -137,7 +139,8 @@ export async function startStorageDaemon(options: StorageDaemonOptions): Promise
     args: [
       '--blockdev',
       `driver=file,node-name=file0,filename=${options.image.replaceAll(',', ',,')}` +
-        `,cache.direct=${options.direct ? 'on' : 'off'}${ro ? ',read-only=on' : ''}`,
+        `,cache.direct=${options.direct ? 'on' : 'off'}${ro ? ',read-only=on' : ''}` +
+        `${options.discard ? ',discard=unmap' : ''}`,
       '--export',
       `type=vhost-user-blk,id=export0,node-name=file0,addr.type=unix,addr.path=${options.socket.replaceAll(',', ',,')}` +
         `,writable=${ro ? 'off' : 'on'}${options.numQueues !== undefined ? `,num-queues=${options.numQueues}` : ''}`,

@@ -16,6 +16,8 @@ export type BlkAttachment =
       readonly readonly?: boolean;
       /** `none` opens the image with O_DIRECT (as qemu-storage-daemon's `cache.direct=on`). */
       readonly cache?: 'none' | 'writeback';
+      /** Pass the guest's discards on to the image (`discard=unmap`: punch holes). */
+      readonly discard?: boolean;
       readonly numQueues?: number;
       readonly packed?: boolean;
     }
@@ -107,7 +109,8 @@ export function guestVmCommand(options: GuestVmOptions): { command: string; args
       extra.push(
         '-drive',
         `if=none,id=disk${index},format=raw,file=${escapeOption(disk.image)}` +
-          `,cache=${disk.cache ?? 'writeback'}${disk.readonly ? ',readonly=on' : ''}`,
+          `,cache=${disk.cache ?? 'writeback'}${disk.readonly ? ',readonly=on' : ''}` +
+          `${disk.discard ? ',discard=unmap' : ''}`,
         '-device',
         `virtio-blk-pci,drive=disk${index}${queues}${packed}`,
       );

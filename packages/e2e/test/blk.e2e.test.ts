@@ -2,8 +2,8 @@
  * Block devices in a real Linux guest (QEMU TCG, q35): the guest verifies known data, writes,
  * flushes, reboots inside the same QEMU run (the device is reset and re-initialized), verifies its
  * writes again, and the host checks the image. Variants: num-queues=2 (with 2 vCPUs, both queues
- * must carry requests), packed=on (the guest must negotiate VIRTIO_F_RING_PACKED), and a read-only
- * disk that refuses writes.
+ * must carry requests), packed=on (the guest must negotiate VIRTIO_F_RING_PACKED), a read-only
+ * disk that refuses writes, and DISCARD (busybox `blkdiscard` punches a range out of the image).
  *
  * Each scenario runs against our vhost-user-blk backend and, as controls that keep the harness
  * honest, qemu-storage-daemon's vhost-user-blk export and QEMU's built-in virtio-blk.
@@ -25,6 +25,7 @@ import {
   imageDigest,
   readOnlyScript,
 } from '../src/scenarios/blk.js';
+import { checkDiscardRun, createDiscardImage, discardScript } from '../src/scenarios/discard.js';
 import {
   guestSkipReason,
   reportSkip,
@@ -58,6 +59,7 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
     initrds.set('rw', await scriptInitramfs(blkScript()));
     initrds.set('mq', await scriptInitramfs(blkScript({ queues: 2 })));
     initrds.set('ro', await scriptInitramfs(readOnlyScript()));
+    initrds.set('discard', await scriptInitramfs(discardScript()));
   }, 600_000);
 
   afterAll(() => {
@@ -159,6 +161,35 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
               const backendEnd = await disk.backend!.process.wait(10_000);
               expect(backendEnd.code, outputTail(disk.backend!.process.output)).toBe(0);
             }
+          } finally {
+            await disk.close();
+          }
+        },
+        TEST_TIMEOUT_MS,
+      );
+
+      it(
+        'DISCARD from the guest (blkdiscard) punches the range out of the image; the rest is unchanged',
+        async () => {
+          const dir = mkdtempSync(join(work, `${server}-discard-`));
+          const image = join(dir, 'disk.img');
+          const blocksBefore = createDiscardImage(image);
+          const disk = await attachBlk(server, { image, socketDir: dir, discard: true });
+          try {
+            const run = await runGuestVm({
+              kernel,
+              initrd: initrds.get('discard')!,
+              exit: 'poweroff',
+              blk: [disk.attachment],
+              timeoutMs: RUN_TIMEOUT_MS,
+            });
+            const backendLog = disk.backend
+              ? `\nbackend:\n${outputTail(disk.backend.process.output)}`
+              : '';
+            const context = `${outputTail(run.output, 60)}${backendLog}`;
+            expect(run.timedOut, context).toBe(false);
+            expect(checkDiscardRun(run.output, image, blocksBefore), context).toEqual([]);
+            expect(run.qemuStatus, context).toBe(0);
           } finally {
             await disk.close();
           }
