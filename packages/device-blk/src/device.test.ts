@@ -392,9 +392,11 @@ describe('BlockDevice cache modes', () => {
 
   it('lets the driver switch to writethrough and back with CONFIG_WCE', async () => {
     const { backend, flushes } = flushCounting();
-    const device = new BlockDevice({ backend });
+    const logs: string[] = [];
+    const device = new BlockDevice({ backend, log: (line) => logs.push(line) });
     const driver = await drive(device);
     expect(driver.readConfig(BlkConfig.WRITEBACK, 1)[0]).toBe(1);
+    driver.controller.writeConfig(BlkConfig.WRITEBACK, Uint8Array.of(1)); // no change, no log
     driver.controller.writeConfig(BlkConfig.WRITEBACK, Uint8Array.of(0));
     expect(device.writethrough).toBe(true);
     await write(driver);
@@ -404,6 +406,10 @@ describe('BlockDevice cache modes', () => {
     await write(driver);
     expect(flushes()).toBe(1);
     expect(driver.controller.violations.count()).toBe(0);
+    expect(logs).toEqual([
+      'the driver switched the write cache to writethrough',
+      'the driver switched the write cache to writeback',
+    ]);
   });
 
   it('starts writethrough with write_cache off, and with CONFIG_WCE but no FLUSH', async () => {

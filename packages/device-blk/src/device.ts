@@ -288,7 +288,13 @@ export class BlockDevice implements VirtioDevice {
   #configWritten(offset: number, data: Uint8Array): void {
     if (offset !== BlkConfig.WRITEBACK || data.length !== 1) return;
     if (this.#negotiated & bit(BlkFeature.CONFIG_WCE)) {
-      this.#writeback = data[0] ? 1 : 0;
+      const writeback = data[0] ? 1 : 0;
+      if (writeback !== this.#writeback) {
+        this.#log(
+          `the driver switched the write cache to ${writeback ? 'writeback' : 'writethrough'}`,
+        );
+      }
+      this.#writeback = writeback;
     } else {
       // Without CONFIG_WCE the cache mode is not the driver's to change (§5.2.5).
       const message = 'driver wrote writeback without negotiating VIRTIO_BLK_F_CONFIG_WCE';

@@ -3,7 +3,8 @@
  * flushes, reboots inside the same QEMU run (the device is reset and re-initialized), verifies its
  * writes again, and the host checks the image. Variants: num-queues=2 (with 2 vCPUs, both queues
  * must carry requests), packed=on (the guest must negotiate VIRTIO_F_RING_PACKED), a read-only
- * disk that refuses writes, and DISCARD (busybox `blkdiscard` punches a range out of the image).
+ * disk that refuses writes, the write cache switched by the guest (CONFIG_WCE), and DISCARD
+ * (busybox `blkdiscard` punches a range out of the image).
  *
  * Each scenario runs against our vhost-user-blk backend and, as controls that keep the harness
  * honest, qemu-storage-daemon's vhost-user-blk export and QEMU's built-in virtio-blk.
@@ -14,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attachBlk, BLK_SERVER_NAMES, type BlkServer } from '../src/attach.js';
+import { createRawImage } from '../src/disk.js';
 import { outputTail } from '../src/errors.js';
 import { prepareX86Guest, scriptInitramfs } from '../src/guest.js';
 import { runGuestVm } from '../src/qemu.js';
@@ -25,6 +27,7 @@ import {
   imageDigest,
   readOnlyScript,
 } from '../src/scenarios/blk.js';
+import { CACHE_LAYOUT, cacheModeScript, checkCacheModeRun } from '../src/scenarios/cache.js';
 import { checkDiscardRun, createDiscardImage, discardScript } from '../src/scenarios/discard.js';
 import {
   guestSkipReason,
@@ -60,6 +63,7 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
     initrds.set('mq', await scriptInitramfs(blkScript({ queues: 2 })));
     initrds.set('ro', await scriptInitramfs(readOnlyScript()));
     initrds.set('discard', await scriptInitramfs(discardScript()));
+    initrds.set('cache', await scriptInitramfs(cacheModeScript()));
   }, 600_000);
 
   afterAll(() => {
@@ -160,6 +164,43 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
             if (server === 'virtkit') {
               const backendEnd = await disk.backend!.process.wait(10_000);
               expect(backendEnd.code, outputTail(disk.backend!.process.output)).toBe(0);
+            }
+          } finally {
+            await disk.close();
+          }
+        },
+        TEST_TIMEOUT_MS,
+      );
+
+      it(
+        'the guest switches the write cache to writethrough and back (CONFIG_WCE), and writes meanwhile',
+        async () => {
+          const dir = mkdtempSync(join(work, `${server}-wce-`));
+          const image = join(dir, 'disk.img');
+          createRawImage(image, CACHE_LAYOUT.size);
+          const disk = await attachBlk(server, { image, socketDir: dir });
+          try {
+            const run = await runGuestVm({
+              kernel,
+              initrd: initrds.get('cache')!,
+              exit: 'poweroff',
+              blk: [disk.attachment],
+              timeoutMs: RUN_TIMEOUT_MS,
+            });
+            const backendLog = disk.backend
+              ? `\nbackend:\n${outputTail(disk.backend.process.output)}`
+              : '';
+            const context = `${outputTail(run.output, 60)}${backendLog}`;
+            expect(run.timedOut, context).toBe(false);
+            // Ours starts in writeback (write_cache=on), as QEMU's own virtio-blk does.
+            const initial = server === 'qsd' ? undefined : 'write back';
+            expect(checkCacheModeRun(run.output, image, initial), context).toEqual([]);
+            expect(run.qemuStatus, context).toBe(0);
+            if (server === 'virtkit') {
+              // The configuration write reached our device, not only QEMU's copy of the config.
+              expect(disk.backend!.process.output, context).toMatch(
+                /switched the write cache to writethrough[\s\S]*switched the write cache to writeback/,
+              );
             }
           } finally {
             await disk.close();
