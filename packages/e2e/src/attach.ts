@@ -6,6 +6,7 @@
 
 import { join } from 'node:path';
 import { startStorageDaemon, startVirtkitBackend, type VhostUserBackend } from './backend.js';
+import { E2eError } from './errors.js';
 import type { BlkAttachment, NetAttachment } from './qemu.js';
 
 /** Who serves a disk to the guest. */
@@ -36,6 +37,8 @@ export interface AttachBlkOptions {
    * `discard=unmap` (they ignore discards by default); ours does it by default (`discard=on`).
    */
   readonly discard?: boolean;
+  /** The disk's serial number (GET_ID); ours and QEMU's only (qemu-storage-daemon has none). */
+  readonly serial?: string;
   /** Our backend's `aio=` (threads or sync); default: the device's default. */
   readonly aio?: 'threads' | 'sync';
   /** QEMU reconnects to a vhost-user backend that went away, every this many seconds. */
@@ -68,11 +71,15 @@ export async function attachBlk(
         cache: options.direct ? 'none' : 'writeback',
         ...(options.readonly ? { readonly: true } : {}),
         ...(options.discard ? { discard: true } : {}),
+        ...(options.serial !== undefined ? { serial: options.serial } : {}),
         ...device,
       },
       backend: undefined,
       close: async () => {},
     };
+  }
+  if (server === 'qsd' && options.serial !== undefined) {
+    throw new E2eError('INVALID_OPTIONS', 'qemu-storage-daemon exports have no serial number');
   }
   const socket = join(options.socketDir, `${server}-blk.sock`);
   const backend =
@@ -86,6 +93,7 @@ export async function attachBlk(
             ...(options.queues !== undefined ? [`queues=${options.queues}`] : []),
             ...(options.direct ? ['direct=on'] : []),
             ...(options.aio ? [`aio=${options.aio}`] : []),
+            ...(options.serial !== undefined ? [`serial=${options.serial}`] : []),
           ].join(','),
           ...(options.onOutput ? { onOutput: options.onOutput } : {}),
         })

@@ -18,6 +18,8 @@ export type BlkAttachment =
       readonly cache?: 'none' | 'writeback';
       /** Pass the guest's discards on to the image (`discard=unmap`: punch holes). */
       readonly discard?: boolean;
+      /** The disk's serial number (what GET_ID returns). */
+      readonly serial?: string;
       readonly numQueues?: number;
       readonly packed?: boolean;
     }
@@ -112,7 +114,8 @@ export function guestVmCommand(options: GuestVmOptions): { command: string; args
           `,cache=${disk.cache ?? 'writeback'}${disk.readonly ? ',readonly=on' : ''}` +
           `${disk.discard ? ',discard=unmap' : ''}`,
         '-device',
-        `virtio-blk-pci,drive=disk${index}${queues}${packed}`,
+        `virtio-blk-pci,drive=disk${index}${queues}${packed}` +
+          `${disk.serial !== undefined ? `,serial=${escapeOption(disk.serial)}` : ''}`,
       );
     } else {
       extra.push(

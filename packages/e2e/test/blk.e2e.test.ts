@@ -3,7 +3,8 @@
  * flushes, reboots inside the same QEMU run (the device is reset and re-initialized), verifies its
  * writes again, and the host checks the image. Variants: num-queues=2 (with 2 vCPUs, both queues
  * must carry requests), packed=on (the guest must negotiate VIRTIO_F_RING_PACKED), a read-only
- * disk that refuses writes, the write cache switched by the guest (CONFIG_WCE), and DISCARD
+ * disk that refuses writes, GET_ID (the serial number), the write cache switched by the guest
+ * (CONFIG_WCE), and DISCARD
  * (busybox `blkdiscard` punches a range out of the image).
  *
  * Each scenario runs against our vhost-user-blk backend and, as controls that keep the harness
@@ -17,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attachBlk, BLK_SERVER_NAMES, type BlkServer } from '../src/attach.js';
 import { createRawImage } from '../src/disk.js';
 import { outputTail } from '../src/errors.js';
-import { prepareX86Guest, scriptInitramfs } from '../src/guest.js';
+import { guestReports, prepareX86Guest, scriptInitramfs } from '../src/guest.js';
 import { runGuestVm } from '../src/qemu.js';
 import {
   blkScript,
@@ -38,6 +39,9 @@ import {
 
 /** A boot is ~4 s of TCG; this scenario boots twice, and parallel test files share 2 CPUs. */
 const RUN_TIMEOUT_MS = 90_000;
+const MiB = 1024 * 1024;
+/** 20 bytes, the most GET_ID carries (virtio 1.2 §5.2.6). */
+const SERIAL = 'VIRTKIT-E2E-SERIAL20';
 const TEST_TIMEOUT_MS = 120_000;
 
 const guestSkip = await guestSkipReason();
@@ -64,6 +68,11 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
     initrds.set('ro', await scriptInitramfs(readOnlyScript()));
     initrds.set('discard', await scriptInitramfs(discardScript()));
     initrds.set('cache', await scriptInitramfs(cacheModeScript()));
+    // virtio_blk's `serial` attribute sends a GET_ID request each time it is read.
+    initrds.set(
+      'serial',
+      await scriptInitramfs('echo "E2E serial $(cat /sys/block/vda/serial)"\n'),
+    );
   }, 600_000);
 
   afterAll(() => {
@@ -165,6 +174,32 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
               const backendEnd = await disk.backend!.process.wait(10_000);
               expect(backendEnd.code, outputTail(disk.backend!.process.output)).toBe(0);
             }
+          } finally {
+            await disk.close();
+          }
+        },
+        TEST_TIMEOUT_MS,
+      );
+
+      it.skipIf(server === 'qsd')(
+        "GET_ID: the guest reads the disk's serial number (qemu-storage-daemon has none)",
+        async () => {
+          const dir = mkdtempSync(join(work, `${server}-id-`));
+          const image = join(dir, 'disk.img');
+          createRawImage(image, MiB);
+          const disk = await attachBlk(server, { image, socketDir: dir, serial: SERIAL });
+          try {
+            const run = await runGuestVm({
+              kernel,
+              initrd: initrds.get('serial')!,
+              exit: 'poweroff',
+              blk: [disk.attachment],
+              timeoutMs: RUN_TIMEOUT_MS,
+            });
+            const context = outputTail(run.output, 40);
+            expect(run.timedOut, context).toBe(false);
+            expect(guestReports(run.output).get('serial'), context).toBe(SERIAL);
+            expect(run.qemuStatus, context).toBe(0);
           } finally {
             await disk.close();
           }
