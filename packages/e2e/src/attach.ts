@@ -39,6 +39,8 @@ export interface AttachBlkOptions {
   readonly discard?: boolean;
   /** The disk's serial number (GET_ID); ours and QEMU's only (qemu-storage-daemon has none). */
   readonly serial?: string;
+  /** Logical block size the guest sees (4096 for a 4 KiB-sector disk); default 512. */
+  readonly blockSize?: number;
   /** Our backend's `aio=` (threads or sync); default: the device's default. */
   readonly aio?: 'threads' | 'sync';
   /** QEMU reconnects to a vhost-user backend that went away, every this many seconds. */
@@ -72,6 +74,7 @@ export async function attachBlk(
         ...(options.readonly ? { readonly: true } : {}),
         ...(options.discard ? { discard: true } : {}),
         ...(options.serial !== undefined ? { serial: options.serial } : {}),
+        ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
         ...device,
       },
       backend: undefined,
@@ -94,6 +97,7 @@ export async function attachBlk(
             ...(options.direct ? ['direct=on'] : []),
             ...(options.aio ? [`aio=${options.aio}`] : []),
             ...(options.serial !== undefined ? [`serial=${options.serial}`] : []),
+            ...(options.blockSize !== undefined ? [`logical_block_size=${options.blockSize}`] : []),
           ].join(','),
           ...(options.onOutput ? { onOutput: options.onOutput } : {}),
         })
@@ -103,6 +107,7 @@ export async function attachBlk(
           direct: options.direct === true,
           ...(options.readonly ? { readonly: true } : {}),
           ...(options.discard ? { discard: true } : {}),
+          ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
           ...(options.queues !== undefined ? { numQueues: options.queues } : {}),
         });
   return {

@@ -125,6 +125,8 @@ export interface StorageDaemonOptions {
   readonly direct?: boolean;
   /** Pass the guest's discards on to the image (`discard=unmap`); default false. */
   readonly discard?: boolean;
+  /** The export's `logical-block-size`; default 512. */
+  readonly blockSize?: number;
   readonly label?: string;
   readonly readyTimeoutMs?: number;
 }
@@ -143,7 +145,8 @@ export async function startStorageDaemon(options: StorageDaemonOptions): Promise
         `${options.discard ? ',discard=unmap' : ''}`,
       '--export',
       `type=vhost-user-blk,id=export0,node-name=file0,addr.type=unix,addr.path=${options.socket.replaceAll(',', ',,')}` +
-        `,writable=${ro ? 'off' : 'on'}${options.numQueues !== undefined ? `,num-queues=${options.numQueues}` : ''}`,
+        `,writable=${ro ? 'off' : 'on'}${options.numQueues !== undefined ? `,num-queues=${options.numQueues}` : ''}` +
+        `${options.blockSize !== undefined ? `,logical-block-size=${options.blockSize}` : ''}`,
     ],
     stdin: 'ignore',
   });

@@ -20,6 +20,8 @@ export type BlkAttachment =
       readonly discard?: boolean;
       /** The disk's serial number (what GET_ID returns). */
       readonly serial?: string;
+      /** Logical (and physical) block size the guest sees; default 512. */
+      readonly blockSize?: number;
       readonly numQueues?: number;
       readonly packed?: boolean;
     }
@@ -115,7 +117,8 @@ export function guestVmCommand(options: GuestVmOptions): { command: string; args
           `${disk.discard ? ',discard=unmap' : ''}`,
         '-device',
         `virtio-blk-pci,drive=disk${index}${queues}${packed}` +
-          `${disk.serial !== undefined ? `,serial=${escapeOption(disk.serial)}` : ''}`,
+          `${disk.serial !== undefined ? `,serial=${escapeOption(disk.serial)}` : ''}` +
+          `${disk.blockSize !== undefined ? `,logical_block_size=${disk.blockSize},physical_block_size=${disk.blockSize}` : ''}`,
       );
     } else {
       extra.push(

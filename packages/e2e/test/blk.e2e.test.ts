@@ -3,7 +3,7 @@
  * flushes, reboots inside the same QEMU run (the device is reset and re-initialized), verifies its
  * writes again, and the host checks the image. Variants: num-queues=2 (with 2 vCPUs, both queues
  * must carry requests), packed=on (the guest must negotiate VIRTIO_F_RING_PACKED), a read-only
- * disk that refuses writes, GET_ID (the serial number), the write cache switched by the guest
+ * disk that refuses writes, 4 KiB logical blocks, GET_ID (the serial number), the write cache switched by the guest
  * (CONFIG_WCE), and DISCARD
  * (busybox `blkdiscard` punches a range out of the image).
  *
@@ -30,6 +30,7 @@ import {
 } from '../src/scenarios/blk.js';
 import { CACHE_LAYOUT, cacheModeScript, checkCacheModeRun } from '../src/scenarios/cache.js';
 import { checkDiscardRun, createDiscardImage, discardScript } from '../src/scenarios/discard.js';
+import { checkSectorRun, SECTOR_LAYOUT, sectorScript } from '../src/scenarios/sector.js';
 import {
   guestSkipReason,
   reportSkip,
@@ -68,6 +69,7 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
     initrds.set('ro', await scriptInitramfs(readOnlyScript()));
     initrds.set('discard', await scriptInitramfs(discardScript()));
     initrds.set('cache', await scriptInitramfs(cacheModeScript()));
+    initrds.set('4k', await scriptInitramfs(sectorScript()));
     // virtio_blk's `serial` attribute sends a GET_ID request each time it is read.
     initrds.set(
       'serial',
@@ -174,6 +176,39 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
               const backendEnd = await disk.backend!.process.wait(10_000);
               expect(backendEnd.code, outputTail(disk.backend!.process.output)).toBe(0);
             }
+          } finally {
+            await disk.close();
+          }
+        },
+        TEST_TIMEOUT_MS,
+      );
+
+      it(
+        '4 KiB logical blocks: the guest sees them, and whole blocks go through with O_DIRECT and the page cache',
+        async () => {
+          const dir = mkdtempSync(join(work, `${server}-4k-`));
+          const image = join(dir, 'disk.img');
+          createRawImage(image, SECTOR_LAYOUT.size);
+          const disk = await attachBlk(server, {
+            image,
+            socketDir: dir,
+            blockSize: SECTOR_LAYOUT.block,
+          });
+          try {
+            const run = await runGuestVm({
+              kernel,
+              initrd: initrds.get('4k')!,
+              exit: 'poweroff',
+              blk: [disk.attachment],
+              timeoutMs: RUN_TIMEOUT_MS,
+            });
+            const backendLog = disk.backend
+              ? `\nbackend:\n${outputTail(disk.backend.process.output)}`
+              : '';
+            const context = `${outputTail(run.output, 60)}${backendLog}`;
+            expect(run.timedOut, context).toBe(false);
+            expect(checkSectorRun(run.output, image), context).toEqual([]);
+            expect(run.qemuStatus, context).toBe(0);
           } finally {
             await disk.close();
           }
