@@ -2,10 +2,10 @@
  * Block devices in a real Linux guest (QEMU TCG, q35): the guest verifies known data, writes,
  * flushes, reboots inside the same QEMU run (the device is reset and re-initialized), verifies its
  * writes again, and the host checks the image. Variants: num-queues=2 (with 2 vCPUs, both queues
- * must carry requests), packed=on (the guest must negotiate VIRTIO_F_RING_PACKED), a read-only
- * disk that refuses writes, 4 KiB logical blocks, GET_ID (the serial number), the write cache switched by the guest
- * (CONFIG_WCE), and DISCARD
- * (busybox `blkdiscard` punches a range out of the image).
+ * must carry requests), packed=on (the guest must negotiate VIRTIO_F_RING_PACKED); and in single
+ * boots: a read-only disk that refuses writes, 4 KiB logical blocks, GET_ID (the serial number),
+ * the write cache switched by the guest (CONFIG_WCE), and DISCARD (busybox `blkdiscard` punches a
+ * range out of the image).
  *
  * Each scenario runs against our vhost-user-blk backend and, as controls that keep the harness
  * honest, qemu-storage-daemon's vhost-user-blk export and QEMU's built-in virtio-blk.
@@ -15,11 +15,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attachBlk, BLK_SERVER_NAMES, type BlkServer } from '../src/attach.js';
+import {
+  type AttachBlkOptions,
+  type AttachedBlk,
+  attachBlk,
+  BLK_SERVER_NAMES,
+  type BlkServer,
+} from '../src/attach.js';
 import { createRawImage } from '../src/disk.js';
 import { outputTail } from '../src/errors.js';
 import { guestReports, prepareX86Guest, scriptInitramfs } from '../src/guest.js';
-import { runGuestVm } from '../src/qemu.js';
+import { type GuestRunResult, runGuestVm } from '../src/qemu.js';
 import {
   blkScript,
   checkBlkRun,
@@ -149,36 +155,62 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
         );
       }
 
+      /**
+       * One boot of `initrd` against a disk `server` serves from a fresh image (written by
+       * `create`): the run must end by itself, `check` must pass, QEMU must exit 0, and ours
+       * must end cleanly once QEMU has gone.
+       */
+      async function singleBoot(
+        name: string,
+        initrd: string,
+        create: (image: string) => void,
+        attach: Omit<AttachBlkOptions, 'image' | 'socketDir'>,
+        check: (run: GuestRunResult, image: string, context: string, disk: AttachedBlk) => void,
+      ): Promise<void> {
+        const dir = mkdtempSync(join(work, `${server}-${name}-`));
+        const image = join(dir, 'disk.img');
+        create(image);
+        const disk = await attachBlk(server, { image, socketDir: dir, ...attach });
+        try {
+          const run = await runGuestVm({
+            kernel,
+            initrd: initrds.get(initrd)!,
+            exit: 'poweroff',
+            blk: [disk.attachment],
+            timeoutMs: RUN_TIMEOUT_MS,
+          });
+          const backendLog = disk.backend
+            ? `\nbackend:\n${outputTail(disk.backend.process.output)}`
+            : '';
+          const context = `${outputTail(run.output, 60)}${backendLog}`;
+          expect(run.timedOut, context).toBe(false);
+          check(run, image, context, disk);
+          expect(run.qemuStatus, context).toBe(0);
+          if (server === 'virtkit') {
+            const backendEnd = await disk.backend!.process.wait(10_000);
+            expect(backendEnd.code, outputTail(disk.backend!.process.output)).toBe(0);
+          }
+        } finally {
+          await disk.close();
+        }
+      }
+
       it(
         'a read-only disk reads back and refuses writes; the image is unchanged',
         async () => {
-          const dir = mkdtempSync(join(work, `${server}-ro-`));
-          const image = join(dir, 'disk.img');
-          createBlkImage(image);
-          const before = imageDigest(image);
-          const disk = await attachBlk(server, { image, socketDir: dir, readonly: true });
-          try {
-            const run = await runGuestVm({
-              kernel,
-              initrd: initrds.get('ro')!,
-              exit: 'poweroff',
-              blk: [disk.attachment],
-              timeoutMs: RUN_TIMEOUT_MS,
-            });
-            const backendLog = disk.backend
-              ? `\nbackend:\n${outputTail(disk.backend.process.output)}`
-              : '';
-            const context = `${outputTail(run.output, 60)}${backendLog}`;
-            expect(run.timedOut, context).toBe(false);
-            expect(checkReadOnlyRun(run.output, image, before), context).toEqual([]);
-            expect(run.qemuStatus, context).toBe(0);
-            if (server === 'virtkit') {
-              const backendEnd = await disk.backend!.process.wait(10_000);
-              expect(backendEnd.code, outputTail(disk.backend!.process.output)).toBe(0);
-            }
-          } finally {
-            await disk.close();
-          }
+          let before = '';
+          await singleBoot(
+            'ro',
+            'ro',
+            (image) => {
+              createBlkImage(image);
+              before = imageDigest(image);
+            },
+            { readonly: true },
+            (run, image, context) => {
+              expect(checkReadOnlyRun(run.output, image, before), context).toEqual([]);
+            },
+          );
         },
         TEST_TIMEOUT_MS,
       );
@@ -186,32 +218,15 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
       it(
         '4 KiB logical blocks: the guest sees them, and whole blocks go through with O_DIRECT and the page cache',
         async () => {
-          const dir = mkdtempSync(join(work, `${server}-4k-`));
-          const image = join(dir, 'disk.img');
-          createRawImage(image, SECTOR_LAYOUT.size);
-          const disk = await attachBlk(server, {
-            image,
-            socketDir: dir,
-            blockSize: SECTOR_LAYOUT.block,
-          });
-          try {
-            const run = await runGuestVm({
-              kernel,
-              initrd: initrds.get('4k')!,
-              exit: 'poweroff',
-              blk: [disk.attachment],
-              timeoutMs: RUN_TIMEOUT_MS,
-            });
-            const backendLog = disk.backend
-              ? `\nbackend:\n${outputTail(disk.backend.process.output)}`
-              : '';
-            const context = `${outputTail(run.output, 60)}${backendLog}`;
-            expect(run.timedOut, context).toBe(false);
-            expect(checkSectorRun(run.output, image), context).toEqual([]);
-            expect(run.qemuStatus, context).toBe(0);
-          } finally {
-            await disk.close();
-          }
+          await singleBoot(
+            '4k',
+            '4k',
+            (image) => createRawImage(image, SECTOR_LAYOUT.size),
+            { blockSize: SECTOR_LAYOUT.block },
+            (run, image, context) => {
+              expect(checkSectorRun(run.output, image), context).toEqual([]);
+            },
+          );
         },
         TEST_TIMEOUT_MS,
       );
@@ -219,25 +234,15 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
       it.skipIf(server === 'qsd')(
         "GET_ID: the guest reads the disk's serial number (qemu-storage-daemon has none)",
         async () => {
-          const dir = mkdtempSync(join(work, `${server}-id-`));
-          const image = join(dir, 'disk.img');
-          createRawImage(image, MiB);
-          const disk = await attachBlk(server, { image, socketDir: dir, serial: SERIAL });
-          try {
-            const run = await runGuestVm({
-              kernel,
-              initrd: initrds.get('serial')!,
-              exit: 'poweroff',
-              blk: [disk.attachment],
-              timeoutMs: RUN_TIMEOUT_MS,
-            });
-            const context = outputTail(run.output, 40);
-            expect(run.timedOut, context).toBe(false);
-            expect(guestReports(run.output).get('serial'), context).toBe(SERIAL);
-            expect(run.qemuStatus, context).toBe(0);
-          } finally {
-            await disk.close();
-          }
+          await singleBoot(
+            'id',
+            'serial',
+            (image) => createRawImage(image, MiB),
+            { serial: SERIAL },
+            (run, _image, context) => {
+              expect(guestReports(run.output).get('serial'), context).toBe(SERIAL);
+            },
+          );
         },
         TEST_TIMEOUT_MS,
       );
@@ -245,36 +250,23 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
       it(
         'the guest switches the write cache to writethrough and back (CONFIG_WCE), and writes meanwhile',
         async () => {
-          const dir = mkdtempSync(join(work, `${server}-wce-`));
-          const image = join(dir, 'disk.img');
-          createRawImage(image, CACHE_LAYOUT.size);
-          const disk = await attachBlk(server, { image, socketDir: dir });
-          try {
-            const run = await runGuestVm({
-              kernel,
-              initrd: initrds.get('cache')!,
-              exit: 'poweroff',
-              blk: [disk.attachment],
-              timeoutMs: RUN_TIMEOUT_MS,
-            });
-            const backendLog = disk.backend
-              ? `\nbackend:\n${outputTail(disk.backend.process.output)}`
-              : '';
-            const context = `${outputTail(run.output, 60)}${backendLog}`;
-            expect(run.timedOut, context).toBe(false);
-            // Ours starts in writeback (write_cache=on), as QEMU's own virtio-blk does.
-            const initial = server === 'qsd' ? undefined : 'write back';
-            expect(checkCacheModeRun(run.output, image, initial), context).toEqual([]);
-            expect(run.qemuStatus, context).toBe(0);
-            if (server === 'virtkit') {
-              // The configuration write reached our device, not only QEMU's copy of the config.
-              expect(disk.backend!.process.output, context).toMatch(
-                /switched the write cache to writethrough[\s\S]*switched the write cache to writeback/,
-              );
-            }
-          } finally {
-            await disk.close();
-          }
+          await singleBoot(
+            'wce',
+            'cache',
+            (image) => createRawImage(image, CACHE_LAYOUT.size),
+            {},
+            (run, image, context, disk) => {
+              // Ours starts in writeback (write_cache=on), as QEMU's own virtio-blk does.
+              const initial = server === 'qsd' ? undefined : 'write back';
+              expect(checkCacheModeRun(run.output, image, initial), context).toEqual([]);
+              if (server === 'virtkit') {
+                // The configuration write reached our device, not only QEMU's copy of the config.
+                expect(disk.backend!.process.output, context).toMatch(
+                  /switched the write cache to writethrough[\s\S]*switched the write cache to writeback/,
+                );
+              }
+            },
+          );
         },
         TEST_TIMEOUT_MS,
       );
@@ -282,28 +274,18 @@ describe.skipIf(guestSkip !== undefined)('block devices in a Linux guest', () =>
       it(
         'DISCARD from the guest (blkdiscard) punches the range out of the image; the rest is unchanged',
         async () => {
-          const dir = mkdtempSync(join(work, `${server}-discard-`));
-          const image = join(dir, 'disk.img');
-          const blocksBefore = createDiscardImage(image);
-          const disk = await attachBlk(server, { image, socketDir: dir, discard: true });
-          try {
-            const run = await runGuestVm({
-              kernel,
-              initrd: initrds.get('discard')!,
-              exit: 'poweroff',
-              blk: [disk.attachment],
-              timeoutMs: RUN_TIMEOUT_MS,
-            });
-            const backendLog = disk.backend
-              ? `\nbackend:\n${outputTail(disk.backend.process.output)}`
-              : '';
-            const context = `${outputTail(run.output, 60)}${backendLog}`;
-            expect(run.timedOut, context).toBe(false);
-            expect(checkDiscardRun(run.output, image, blocksBefore), context).toEqual([]);
-            expect(run.qemuStatus, context).toBe(0);
-          } finally {
-            await disk.close();
-          }
+          let blocksBefore = 0;
+          await singleBoot(
+            'discard',
+            'discard',
+            (image) => {
+              blocksBefore = createDiscardImage(image);
+            },
+            { discard: true },
+            (run, image, context) => {
+              expect(checkDiscardRun(run.output, image, blocksBefore), context).toEqual([]);
+            },
+          );
         },
         TEST_TIMEOUT_MS,
       );
